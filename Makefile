@@ -1,0 +1,28 @@
+# The two commands: `make demo` (simulated Franka, one task end to end) and `make test` (the whole suite).
+# Both set up what they need through scripts/install.sh (fast when nothing changed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: install demo test test-fast bench libero clean help
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+install:  ## create .venv and install everything (pinned), build the interfaces
+	@bash scripts/install.sh
+
+demo: install  ## run the simulated Franka: one task through the whole ROS graph (DEMO_ARGS="--episodes 5")
+	$(VENV)/bin/vla-jepa demo $(DEMO_ARGS)
+
+test: install  ## run every test (unit, nodes, graph across processes, franky-sim, model, export)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (no processes, no simulator)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install  ## benchmarks: print tables, save plots to bench_out/
+	$(VENV)/bin/vla-jepa bench
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build bench_out .pytest_cache

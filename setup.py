@@ -1,0 +1,33 @@
+"""ament_python package `vla_jepa_ros` (the repository root). The model package lives in training/."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vla_jepa_ros"
+NODES = ["task_manager", "policy", "franka_controller", "recorder", "sim"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*.*")) for d in sorted({p.rsplit("/", 1)[0] for p in glob("models/*/*.*")})],
+    ],
+    install_requires=["setuptools", "numpy", "pyyaml"],
+    zip_safe=False,
+    maintainer="vla_jepa_ros developers",
+    description="VLA-JEPA policy, Franka controller, task manager and recorder for ROS 2.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            *[f"{n} = {PACKAGE}.nodes.{n}_node:main" for n in NODES],
+            f"vla-jepa = {PACKAGE}.cli:main",
+            f"vla-jepa-bringup = {PACKAGE}.bringup:main",
+        ],
+    },
+)

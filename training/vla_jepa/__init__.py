@@ -1,0 +1,1 @@
+"""VLA-JEPA: model, latent world model, training, checkpoints and export (no ROS, no franky)."""
