@@ -1,0 +1,198 @@
+"""Start a node graph without `ros2 launch`: one process per node, supervised.
+
+    vla-jepa-bringup --graph sim                    # until Ctrl-C, or until a node dies
+    vla-jepa-bringup --graph franka -p policy.backend=onnxruntime
+
+Each node runs as `python -m vla_jepa_ros.nodes.<x>_node --ros-args -r __node:=<name> --params-file <yaml>`.
+SIGINT/SIGTERM are forwarded to every node; if one node dies, the others are stopped and the reason
+(which node, its exit code or signal, the tail of its log) is reported. Logs go to <log_dir>/<node>.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .graph import Graph, NodeSpec, get_graph, share_file
+from .ros.shm import remove_stale_fastdds_files
+
+
+class NodeDied(RuntimeError):
+    """A node of the graph exited while the graph was supposed to be running."""
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def node_command(spec: NodeSpec, params_file: Path, params: dict[str, Any] | None = None,
+                 python: str = sys.executable) -> list[str]:
+    """The command line that runs one node of the graph."""
+    cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
+    for src, dst in spec.remaps:
+        cmd += ["-r", f"{src}:={dst}"]
+    for key, value in (params or {}).items():
+        cmd += ["-p", f"{key}:={json.dumps(value)}"]
+    return cmd
+
+
+class Bringup:
+    """Context manager that runs a graph: `with Bringup("sim") as b: ...; b.check()`.
+
+    extra_params: {node_name: {param: value}} (a key "*" applies to every node).
+    nodes: restrict to these node names (default: every node of the graph).
+    """
+
+    def __init__(self, graph: str | Graph = "sim", params_file: str | Path | None = None,
+                 extra_params: dict[str, dict[str, Any]] | None = None, nodes: Iterable[str] | None = None,
+                 env: dict[str, str] | None = None, log_dir: str | Path | None = None, echo: bool = False) -> None:
+        self.graph = graph if isinstance(graph, Graph) else get_graph(graph)
+        self.params_file = Path(params_file) if params_file else share_file(self.graph.params_file)
+        wanted = set(nodes) if nodes is not None else None
+        self.specs = [s for s in self.graph.nodes if wanted is None or s.name in wanted]
+        if wanted is not None and (unknown := wanted - {s.name for s in self.graph.nodes}):
+            raise ValueError(f"nodes {sorted(unknown)} are not in graph {self.graph.name!r} "
+                             f"({', '.join(s.name for s in self.graph.nodes)})")
+        self.extra_params = extra_params or {}
+        self.env = {**os.environ, **(env or {})}
+        self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"vla_jepa_{self.graph.name}_"))
+        self.echo = echo
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._logs: dict[str, Any] = {}
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "Bringup":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:
+            params = {**self.extra_params.get("*", {}), **self.extra_params.get(spec.name, {})}
+            cmd = node_command(spec, self.params_file, params)
+            proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)  # we forward signals ourselves
+            self.procs[spec.name] = proc
+            pump = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
+            pump.start()
+            self._logs[spec.name] = pump
+        return self
+
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        """Copy a node's output to <log_dir>/<name>.log (and to stderr, prefixed, when echoing)."""
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            for line in iter(proc.stdout.readline, b""):
+                log.write(line)
+                log.flush()
+                if self.echo:
+                    sys.stderr.write(f"[{name}] {line.decode(errors='replace')}")
+
+    def check(self) -> None:
+        """Raise NodeDied naming the first node that has exited (and why)."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and not self._stopping:
+                raise NodeDied(f"node {name!r} {_exit_reason(code)}; last log lines:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        text = path.read_text(errors="replace").splitlines()
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
+        """SIGINT every node, wait up to timeout_s, SIGKILL what is left. Returns exit codes by node."""
+        self._stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        for pump in self._logs.values():
+            pump.join(timeout=1.0)
+        remove_stale_fastdds_files()
+        return {name: proc.returncode for name, proc in self.procs.items()}
+
+    def __enter__(self) -> "Bringup":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def supervise(self, poll_s: float = 0.2, stop_event: threading.Event | None = None) -> None:
+        """Block until a node dies (raises NodeDied) or `stop_event` is set."""
+        while stop_event is None or not stop_event.is_set():
+            self.check()
+            time.sleep(poll_s)
+
+
+def _parse_param(text: str) -> tuple[str, str, Any]:
+    """'node.param=value' -> (node, param, value parsed as YAML)."""
+    import yaml
+
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(f"expected NODE.PARAM=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    node, param = key.split(".", 1)
+    return node, param, yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vla-jepa-bringup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--graph", default="sim", help="graph to start: sim, franka, task_manager_only")
+    parser.add_argument("--params-file", help="ROS parameter YAML (default: the graph's config/<graph>.yaml)")
+    parser.add_argument("--nodes", nargs="+", help="start only these nodes of the graph")
+    parser.add_argument("-p", "--param", action="append", default=[], type=_parse_param, metavar="NODE.PARAM=VALUE",
+                        help="override one parameter of one node (NODE may be * for all); repeatable")
+    parser.add_argument("--log-dir", help="where each node's log goes (default: a new temp dir)")
+    parser.add_argument("--quiet", action="store_true", help="do not echo node output (read the logs instead)")
+    args = parser.parse_args(argv)
+
+    extra: dict[str, dict[str, Any]] = {}
+    for node, param, value in args.param:
+        extra.setdefault(node, {})[param] = value
+    bringup = Bringup(args.graph, args.params_file, extra, args.nodes, log_dir=args.log_dir, echo=not args.quiet)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    bringup.start()
+    print(f"[bringup] graph {bringup.graph.name!r}: {', '.join(bringup.procs)}; logs in {bringup.log_dir}",
+          file=sys.stderr)
+    try:
+        bringup.supervise(stop_event=stop)
+        code = 0
+    except NodeDied as exc:
+        print(f"[bringup] {exc}\n[bringup] stopping the other nodes", file=sys.stderr)
+        code = 1
+    codes = bringup.stop()
+    print(f"[bringup] stopped: {codes}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""task_manager: the one place tasks start and end (services, action, stop, finish, re-instruct, status)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from vla_jepa_interfaces.action import RunTask
+from vla_jepa_interfaces.msg import ActionChunk, TaskStatus
+from vla_jepa_interfaces.srv import ExecuteTask
+
+from ..core.task import TaskConfig, TaskMachine
+from ..core.types import TaskState
+from ..ros.node_main import run_node
+from ..ros.params import declare_params
+from ..ros.qos import RELIABLE_QOS, STATUS_QOS
+
+
+class TaskManagerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("task_manager")
+        config = declare_params(self, TaskConfig)
+        status_rate_hz = self.declare_parameter("status_rate_hz", 2.0).value
+        if not 0 < status_rate_hz <= 100:
+            raise ValueError(f"status_rate_hz={status_rate_hz} must be in (0, 100]")
+        self._machine = TaskMachine(config)
+        self._lock = threading.Lock()
+        group = ReentrantCallbackGroup()
+        self._status_pub = self.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
+        self.create_service(ExecuteTask, "/vla/execute_task", self._on_execute, callback_group=group)
+        self.create_service(Trigger, "/vla/stop", self._on_stop, callback_group=group)
+        self.create_service(SetBool, "/vla/finish_task", self._on_finish, callback_group=group)
+        self.create_subscription(String, "/vla/instruction", self._on_instruction, RELIABLE_QOS, callback_group=group)
+        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=group)
+        self._action = ActionServer(self, RunTask, "/vla/run_task", execute_callback=self._execute_goal,
+                                    goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                    callback_group=group)
+        self.create_timer(1.0 / status_rate_hz, self._tick, callback_group=group)
+        self._publish()
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _publish(self) -> None:
+        s = self._machine.status(self._now_s())
+        msg = TaskStatus(task_id=s.task_id, instruction=s.instruction, state=int(s.state), steps=s.steps,
+                         elapsed_s=s.elapsed_s, timeout_s=s.timeout_s, record=s.record, message=s.message)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+
+    def _apply(self, fn, *args):
+        """Run a state-machine call under the lock, log it, publish the new status when it changed anything."""
+        with self._lock:
+            decision = fn(*args)
+            if decision.accepted:
+                self._publish()
+        log = self.get_logger().info if decision.accepted else self.get_logger().warning
+        log(decision.message)
+        return decision
+
+    def _on_execute(self, req, res):
+        d = self._apply(self._machine.start, req.instruction, req.timeout_s, req.record, self._now_s())
+        res.accepted, res.task_id, res.message = d.accepted, d.task_id, d.message
+        return res
+
+    def _on_stop(self, _req, res):
+        d = self._apply(self._machine.finish, TaskState.CANCELED, "stopped by /vla/stop", self._now_s())
+        res.success, res.message = d.accepted, d.message
+        return res
+
+    def _on_finish(self, req, res):
+        state = TaskState.SUCCEEDED if req.data else TaskState.FAILED
+        d = self._apply(self._machine.finish, state, "declared through /vla/finish_task", self._now_s())
+        res.success, res.message = d.accepted, d.message
+        return res
+
+    def _on_instruction(self, msg: String) -> None:
+        self._apply(self._machine.reinstruct, msg.data)
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        with self._lock:
+            if self._machine.running and msg.task_id == self._machine.status(0.0).task_id:
+                self._machine.add_steps(1)
+                self._last_latency_ms = msg.inference_ms
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self._machine.tick(self._now_s()):
+                self.get_logger().warning(self._machine.status(self._now_s()).message)
+            self._publish()
+
+    # RunTask action: the goal is accepted only if the machine starts the task.
+    def _on_goal(self, goal: RunTask.Goal) -> GoalResponse:
+        d = self._apply(self._machine.start, goal.instruction, goal.timeout_s, goal.record, self._now_s())
+        self._goal_task_id = d.task_id
+        return GoalResponse.ACCEPT if d.accepted else GoalResponse.REJECT
+
+    def _execute_goal(self, handle) -> RunTask.Result:
+        task_id = self._goal_task_id
+        feedback = RunTask.Feedback(task_id=task_id)
+        while True:
+            with self._lock:
+                s = self._machine.status(self._now_s())
+                if s.task_id == task_id and s.state == TaskState.RUNNING and handle.is_cancel_requested:
+                    self._machine.finish(TaskState.CANCELED, "canceled through /vla/run_task", self._now_s())
+                    self._publish()
+                    s = self._machine.status(self._now_s())
+            if s.task_id != task_id or s.state.is_terminal:
+                break
+            feedback.state, feedback.steps, feedback.elapsed_s = int(s.state), s.steps, s.elapsed_s
+            feedback.latency_ms = float(getattr(self, "_last_latency_ms", 0.0))
+            handle.publish_feedback(feedback)
+            time.sleep(0.05)
+        {TaskState.SUCCEEDED: handle.succeed, TaskState.CANCELED: handle.canceled}.get(s.state, handle.abort)()
+        return RunTask.Result(task_id=task_id, outcome=int(s.state), elapsed_s=s.elapsed_s, steps=s.steps,
+                              message=s.message)
+
+
+def main(args=None) -> int:
+    return run_node(TaskManagerNode, args, threads=4)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

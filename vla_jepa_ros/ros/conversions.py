@@ -1,0 +1,99 @@
+"""Message <-> numpy/core conversions. No maths beyond reshaping; errors name the bad value."""
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image
+
+from vla_jepa_interfaces.msg import ActionChunk as ActionChunkMsg
+
+from ..core.types import ActionChunk
+
+
+class ImageError(ValueError):
+    """An image message that cannot be turned into an RGB array (the message says why)."""
+
+
+def stamp_to_s(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def s_to_stamp(t_s: float) -> Time:
+    sec = int(np.floor(t_s))
+    return Time(sec=sec, nanosec=min(int(round((t_s - sec) * 1e9)), 999_999_999))
+
+
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB.
+
+    Zero-copy for rgb8 with a tight step. Raises ImageError for unknown encodings, bad steps or short data.
+    """
+    channels = _CHANNELS.get(msg.encoding)
+    if channels is None:
+        raise ImageError(f"unsupported encoding {msg.encoding!r} (supported: {', '.join(_CHANNELS)})")
+    if msg.height == 0 or msg.width == 0:
+        raise ImageError(f"empty image {msg.width}x{msg.height}")
+    row_bytes = msg.width * channels
+    if msg.step < row_bytes:
+        raise ImageError(f"step {msg.step} < width*channels {row_bytes} for {msg.encoding}")
+    need = msg.step * msg.height
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < need:
+        raise ImageError(f"truncated data: {data.size} bytes, expected step*height = {need}")
+    img = data[:need].reshape(msg.height, msg.step)[:, :row_bytes].reshape(msg.height, msg.width, channels)
+    if msg.encoding == "rgb8":
+        return img
+    if msg.encoding == "bgr8":
+        return img[:, :, ::-1]
+    if msg.encoding == "rgba8":
+        return img[:, :, :3]
+    if msg.encoding == "bgra8":
+        return img[:, :, 2::-1]
+    return np.repeat(img, 3, axis=2)
+
+
+def rgb_to_image(rgb: np.ndarray, stamp_s: float, frame_id: str) -> Image:
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    msg = Image()
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = "rgb8"
+    msg.step = msg.width * 3
+    msg.data = array.array("B", np.ascontiguousarray(rgb).tobytes())
+    return msg
+
+
+def chunk_to_msg(chunk: ActionChunk) -> ActionChunkMsg:
+    msg = ActionChunkMsg()
+    msg.header.stamp = s_to_stamp(chunk.stamp_s)
+    msg.task_id = chunk.task_id
+    msg.sequence = int(chunk.sequence)
+    msg.horizon = chunk.horizon
+    msg.action_dim = chunk.action_dim
+    msg.step_period_s = float(chunk.step_period_s)
+    msg.action_space = chunk.action_space
+    msg.dim_names = list(chunk.dim_names)
+    msg.data = array.array("f", np.ascontiguousarray(chunk.actions, dtype=np.float32).tobytes())
+    msg.inference_ms = float(chunk.inference_ms)
+    msg.model_id = chunk.model_id
+    return msg
+
+
+def msg_to_chunk(msg: ActionChunkMsg) -> ActionChunk:
+    """ActionChunk message -> core ActionChunk. Raises ValueError when sizes disagree."""
+    data = np.asarray(msg.data, dtype=np.float32)
+    if data.size != msg.horizon * msg.action_dim:
+        raise ValueError(f"chunk data has {data.size} values, expected horizon*action_dim = "
+                         f"{msg.horizon}*{msg.action_dim} = {msg.horizon * msg.action_dim}")
+    return ActionChunk(actions=data.reshape(msg.horizon, msg.action_dim), step_period_s=msg.step_period_s,
+                       dim_names=tuple(msg.dim_names), action_space=msg.action_space,
+                       stamp_s=stamp_to_s(msg.header.stamp), task_id=msg.task_id, sequence=msg.sequence,
+                       inference_ms=msg.inference_ms, model_id=msg.model_id)

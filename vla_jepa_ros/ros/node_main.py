@@ -1,0 +1,39 @@
+"""The one `main()` pattern every node uses: init, spin, exit cleanly on Ctrl-C or SIGTERM."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+    """Create the node with `make_node()` and spin it until shutdown. Returns the process exit code.
+
+    A ValueError while constructing the node (bad parameters, a bundle that disagrees with its parameters)
+    is logged as one clear line and exits with code 2 instead of a traceback.
+    """
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        try:
+            node = make_node()
+        except ValueError as exc:
+            rclpy.logging.get_logger("vla_jepa_ros").fatal(f"refusing to start: {exc}")
+            return 2
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -1,0 +1,55 @@
+"""Declare a node's parameters from a config dataclass (defaults, descriptions, units) and build it back.
+
+Each dataclass field becomes one ROS parameter with the field's default, type and
+`metadata["help"]` as its description. The dataclass validates itself in __post_init__, so a bad
+value raises ValueError naming the value and the limit, and the node refuses to start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+T = TypeVar("T")
+
+
+def declare_params(node: Node, cls: type[T], prefix: str = "") -> T:
+    """Declare every field of dataclass `cls` on `node` (under `prefix.`) and return the built config."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        name = f"{prefix}.{field.name}" if prefix else field.name
+        default = _default_of(field)
+        descriptor = ParameterDescriptor(description=field.metadata.get("help", ""))
+        value = node.declare_parameter(name, default, descriptor).value
+        values[field.name] = _coerce(value, hints[field.name], name)
+    return cls(**values)
+
+
+def _default_of(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = field.default_factory()  # type: ignore[misc]
+    else:
+        raise ValueError(f"config field {field.name!r} needs a default to be a ROS parameter")
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """ROS gives ints for float params written without a dot, lists for tuples; turn them back."""
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        elem = args[0] if args else Any
+        return tuple(float(v) if elem is float else v for v in value)
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"parameter {name} must be a bool, got {value!r}")
+    return value
