@@ -304,7 +304,7 @@ def _tiny() -> VLAJEPAConfig:
         predictor=PredictorConfig(width=64, depth=2, num_heads=4),
         action_head=ActionHeadConfig(num_heads=4, head_dim=32, num_layers=4, hidden_size=128, dropout=0.0),
         image_size=128,
-        max_prompt_len=160,
+        max_prompt_len=288,
     )
 
 
@@ -319,7 +319,7 @@ def _small() -> VLAJEPAConfig:
         predictor=PredictorConfig(width=192, depth=4, num_heads=6),
         action_head=ActionHeadConfig(num_heads=6, head_dim=32, num_layers=8, hidden_size=256, dropout=0.1),
         image_size=224,
-        max_prompt_len=256,
+        max_prompt_len=384,
     )
 
 
