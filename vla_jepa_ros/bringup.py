@@ -10,7 +10,6 @@ SIGINT/SIGTERM are forwarded to every node; if one node dies, the others are sto
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -38,15 +37,23 @@ def _exit_reason(code: int) -> str:
     return f"exited with code {code}"
 
 
-def node_command(spec: NodeSpec, params_file: Path, params: dict[str, Any] | None = None,
-                 python: str = sys.executable) -> list[str]:
-    """The command line that runs one node of the graph."""
-    cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
+def node_command(spec: NodeSpec, params_files: list[Path], python: str = sys.executable) -> list[str]:
+    """The command line that runs one node of the graph; later parameter files win."""
+    cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    for params_file in params_files:
+        cmd += ["--params-file", str(params_file)]
     for src, dst in spec.remaps:
         cmd += ["-r", f"{src}:={dst}"]
-    for key, value in (params or {}).items():
-        cmd += ["-p", f"{key}:={json.dumps(value)}"]
     return cmd
+
+
+def write_overrides(path: Path, node_name: str, params: dict[str, Any]) -> Path:
+    """A parameter file for one node. (`-p` on the command line would lose against the node's own section
+    of the main file, because rcl ranks node-specific entries above `-p` wildcards.)"""
+    import yaml
+
+    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
+    return path
 
 
 class Bringup:
@@ -81,7 +88,10 @@ class Bringup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
             params = {**self.extra_params.get("*", {}), **self.extra_params.get(spec.name, {})}
-            cmd = node_command(spec, self.params_file, params)
+            files = [self.params_file]
+            if params:
+                files.append(write_overrides(self.log_dir / f"{spec.name}.overrides.yaml", spec.name, params))
+            cmd = node_command(spec, files)
             proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)  # we forward signals ourselves
             self.procs[spec.name] = proc

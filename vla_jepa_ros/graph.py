@@ -46,7 +46,7 @@ GRAPHS: dict[str, Graph] = {
               "franky-sim FR3 in a MuJoCo tabletop, rendered cameras, policy, controller, task manager, recorder"),
         Graph("franka", "config/franka.yaml", (TASK_MANAGER, POLICY, CONTROLLER, RECORDER),
               "a real FR3 through franky (dry_run by default), your camera drivers, policy, recorder"),
-        Graph("task_manager_only", "config/sim.yaml", (TASK_MANAGER,), "just the task manager (tests, debugging)"),
+        Graph("task_manager_only", "config/franka.yaml", (TASK_MANAGER,), "just the task manager (tests, debugging)"),
     )
 }
 

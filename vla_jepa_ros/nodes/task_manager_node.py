@@ -1,6 +1,7 @@
 """task_manager: the one place tasks start and end (services, action, stop, finish, re-instruct, status)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -21,13 +22,21 @@ from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, STATUS_QOS
 
 
+@dataclasses.dataclass(frozen=True)
+class StatusParams:
+    status_rate_hz: float = dataclasses.field(
+        default=2.0, metadata={"help": "republish /vla/task_status at this rate (keeps elapsed_s fresh), Hz"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.status_rate_hz <= 100:
+            raise ValueError(f"status_rate_hz={self.status_rate_hz} must be in (0, 100]")
+
+
 class TaskManagerNode(Node):
     def __init__(self) -> None:
         super().__init__("task_manager")
         config = declare_params(self, TaskConfig)
-        status_rate_hz = self.declare_parameter("status_rate_hz", 2.0).value
-        if not 0 < status_rate_hz <= 100:
-            raise ValueError(f"status_rate_hz={status_rate_hz} must be in (0, 100]")
+        status_rate_hz = declare_params(self, StatusParams).status_rate_hz
         self._machine = TaskMachine(config)
         self._lock = threading.Lock()
         group = ReentrantCallbackGroup()
@@ -59,8 +68,10 @@ class TaskManagerNode(Node):
             decision = fn(*args)
             if decision.accepted:
                 self._publish()
-        log = self.get_logger().info if decision.accepted else self.get_logger().warning
-        log(decision.message)
+        if decision.accepted:
+            self.get_logger().info(decision.message)
+        else:
+            self.get_logger().warning(f"refused: {decision.message}")
         return decision
 
     def _on_execute(self, req, res):
@@ -91,7 +102,7 @@ class TaskManagerNode(Node):
     def _tick(self) -> None:
         with self._lock:
             if self._machine.tick(self._now_s()):
-                self.get_logger().warning(self._machine.status(self._now_s()).message)
+                self.get_logger().warning(f"task failed: {self._machine.status(self._now_s()).message}")
             self._publish()
 
     # RunTask action: the goal is accepted only if the machine starts the task.

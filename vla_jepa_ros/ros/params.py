@@ -25,7 +25,8 @@ def declare_params(node: Node, cls: type[T], prefix: str = "") -> T:
             continue
         name = f"{prefix}.{field.name}" if prefix else field.name
         default = _default_of(field)
-        descriptor = ParameterDescriptor(description=field.metadata.get("help", ""))
+        # dynamic typing: `timeout_s: 60` in YAML (an int) must not crash a float parameter; _coerce converts
+        descriptor = ParameterDescriptor(description=field.metadata.get("help", ""), dynamic_typing=True)
         value = node.declare_parameter(name, default, descriptor).value
         values[field.name] = _coerce(value, hints[field.name], name)
     return cls(**values)
@@ -44,8 +45,14 @@ def _default_of(field: dataclasses.Field) -> Any:
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """ROS gives ints for float params written without a dot, lists for tuples; turn them back."""
     origin = typing.get_origin(hint)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter {name} must be a number, got {value!r}")
         return float(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"parameter {name} must be a string, got {value!r}")
     if origin is tuple:
         args = typing.get_args(hint)
         elem = args[0] if args else Any

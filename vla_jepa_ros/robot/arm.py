@@ -1,0 +1,72 @@
+"""The Arm protocol the controller drives, its state type and its fault types. No franky here."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+class ArmError(RuntimeError):
+    """Base class of arm faults."""
+
+
+class ArmNotConnectedError(ArmError):
+    """A command or state read on an arm that is not connected."""
+
+
+class ArmFaultError(ArmError):
+    """The robot reported a fault (a franky ControlException, reflex, ...). `recover()` may clear it."""
+
+
+class GripperFaultError(ArmError):
+    """The gripper reported a fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmState:
+    """One reading of the arm. Positions in the base frame (m), orientation as a matrix and (x, y, z, w)."""
+
+    position_m: np.ndarray  # (3,) TCP position
+    rotation: np.ndarray  # (3, 3) TCP orientation
+    q_rad: np.ndarray  # (7,)
+    dq_rad_s: np.ndarray  # (7,)
+    gripper_width_m: float
+    in_motion: bool = False
+
+
+class Arm(Protocol):
+    """What the controller needs from an arm. Every motion call returns at once (asynchronous)."""
+
+    def connect(self) -> None:
+        """Connect (idempotent). Raises ArmError when the robot cannot be reached."""
+
+    def close(self) -> None:
+        """Stop motion and disconnect."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def state(self) -> ArmState:
+        """Current state. Raises ArmNotConnectedError."""
+
+    def move_to(self, position_m: np.ndarray, rotation: np.ndarray) -> None:
+        """Start moving the TCP to an absolute pose; replaces any running Cartesian target. Non-blocking."""
+
+    def move_joints(self, q_rad: np.ndarray, timeout_s: float) -> None:
+        """Move to joint positions and wait for the motion (homing). Raises ArmFaultError."""
+
+    def poll(self) -> bool:
+        """Whether a motion is running; raises ArmFaultError for a fault stored by a finished motion."""
+
+    def stop(self) -> None:
+        """Stop motion at once (e-stop path)."""
+
+    def set_gripper(self, open_: bool) -> None:
+        """Open or close the gripper without blocking arm motion."""
+
+    def poll_gripper(self) -> None:
+        """Raise GripperFaultError for a failed gripper command, once."""
+
+    def recover(self) -> bool:
+        """Clear faults (automatic error recovery). Returns whether it succeeded."""

@@ -1,0 +1,185 @@
+"""`FrankyArm`: the Arm protocol over franky (libfranka). The only module of the package that imports franky.
+
+Works the same against a real FR3 (realtime_config "enforce") and franky-sim (realtime_config "ignore").
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+
+import numpy as np
+
+from ..core.geometry import matrix_to_quat, quat_to_matrix
+from .arm import ArmFaultError, ArmNotConnectedError, ArmState, GripperFaultError
+
+_REALTIME = ("enforce", "ignore")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrankyArmConfig:
+    robot_host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "robot FCI address (franky-sim: loopback)"})
+    realtime_config: str = dataclasses.field(
+        default="enforce", metadata={"help": "franky RealtimeConfig: enforce (real robot, RT kernel), ignore (sim)"})
+    relative_dynamics_factor: float = dataclasses.field(
+        default=0.2, metadata={"help": "scales franky's velocity/acceleration/jerk limits, in (0, 1]"})
+    gripper_speed_m_s: float = dataclasses.field(default=0.05, metadata={"help": "gripper finger speed (m/s)"})
+    gripper_force_n: float = dataclasses.field(default=40.0, metadata={"help": "grasp force (N)"})
+    gripper_open_width_m: float = dataclasses.field(default=0.08, metadata={"help": "width when opened (m)"})
+    use_gripper: bool = dataclasses.field(default=True, metadata={"help": "connect the Franka Hand"})
+
+    def __post_init__(self) -> None:
+        if self.realtime_config not in _REALTIME:
+            raise ValueError(f"realtime_config={self.realtime_config!r} must be one of {_REALTIME}")
+        if not 0 < self.relative_dynamics_factor <= 1:
+            raise ValueError(f"relative_dynamics_factor={self.relative_dynamics_factor} must be in (0, 1]")
+        if not 0 < self.gripper_speed_m_s <= 0.1:
+            raise ValueError(f"gripper_speed_m_s={self.gripper_speed_m_s} must be in (0, 0.1]")
+        if not 0 < self.gripper_force_n <= 140:
+            raise ValueError(f"gripper_force_n={self.gripper_force_n} must be in (0, 140]")
+        if not 0 < self.gripper_open_width_m <= 0.08:
+            raise ValueError(f"gripper_open_width_m={self.gripper_open_width_m} must be in (0, 0.08]")
+
+
+def requires_connection(method):
+    """Raise ArmNotConnectedError instead of touching a robot that is not connected."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._robot is None:
+            raise ArmNotConnectedError(f"{method.__name__}: arm at {self.config.robot_host} is not connected")
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class FrankyArm:
+    """Arm over franky. Cartesian targets are absolute TCP poses sent as asynchronous CartesianMotions;
+    a new target replaces the running one (franky replans with Ruckig). The gripper runs on its own futures."""
+
+    def __init__(self, config: FrankyArmConfig = FrankyArmConfig()) -> None:
+        self.config = config
+        self._robot = None
+        self._gripper = None
+        self._gripper_future = None
+        self._gripper_open: bool | None = None
+        self._lock = threading.Lock()  # franky's Robot is not documented as thread-safe
+
+    @property
+    def connected(self) -> bool:
+        return self._robot is not None
+
+    def connect(self) -> None:
+        import franky
+
+        if self._robot is not None:
+            return
+        realtime = {"enforce": franky.RealtimeConfig.Enforce,
+                    "ignore": franky.RealtimeConfig.Ignore}[self.config.realtime_config]
+        try:
+            robot = franky.Robot(self.config.robot_host, realtime_config=realtime)
+            robot.relative_dynamics_factor = self.config.relative_dynamics_factor
+            robot.recover_from_errors()
+            gripper = franky.Gripper(self.config.robot_host) if self.config.use_gripper else None
+        except Exception as exc:  # franky raises its own exception types (NetworkException, ...)
+            raise ArmFaultError(f"cannot connect to the robot at {self.config.robot_host}: {exc}") from exc
+        self._robot, self._gripper = robot, gripper
+
+    def close(self) -> None:
+        if self._robot is not None:
+            try:
+                self._robot.stop()
+            except Exception:
+                pass
+        self._robot = None
+        self._gripper = None
+
+    @requires_connection
+    def state(self) -> ArmState:
+        with self._lock:
+            rs = self._robot.state
+            pose = self._robot.current_cartesian_state.pose.end_effector_pose
+        width = float(self._gripper.width) if self._gripper is not None else 0.0
+        return ArmState(position_m=np.array(pose.translation, float), rotation=quat_to_matrix(np.array(pose.quaternion)),
+                        q_rad=np.array(rs.q, float), dq_rad_s=np.array(rs.dq, float), gripper_width_m=width)
+
+    @requires_connection
+    def move_to(self, position_m: np.ndarray, rotation: np.ndarray) -> None:
+        import franky
+
+        target = franky.Affine(np.asarray(position_m, float), matrix_to_quat(np.asarray(rotation, float)))
+        motion = franky.CartesianMotion(target, franky.ReferenceType.Absolute)
+        with self._lock:
+            try:
+                self._robot.move(motion, asynchronous=True)
+            except Exception as exc:
+                raise ArmFaultError(f"move_to {np.round(position_m, 4).tolist()} failed: {exc}") from exc
+
+    @requires_connection
+    def move_joints(self, q_rad: np.ndarray, timeout_s: float = 10.0) -> None:
+        import franky
+
+        with self._lock:
+            try:
+                self._robot.join_motion(timeout=timeout_s)  # JointMotion may not replace a Cartesian one in flight
+                self._robot.move(franky.JointMotion([float(v) for v in q_rad]), asynchronous=True)
+                if not self._robot.join_motion(timeout=timeout_s):
+                    self._robot.stop()
+                    raise ArmFaultError(f"joint motion did not finish within {timeout_s} s")
+            except ArmFaultError:
+                raise
+            except Exception as exc:
+                raise ArmFaultError(f"joint motion failed: {exc}") from exc
+
+    @requires_connection
+    def poll(self) -> bool:
+        with self._lock:
+            try:
+                return bool(self._robot.poll_motion())
+            except Exception as exc:
+                raise ArmFaultError(f"motion fault: {exc}") from exc
+
+    @requires_connection
+    def stop(self) -> None:
+        with self._lock:
+            try:
+                self._robot.stop()
+            except Exception as exc:
+                raise ArmFaultError(f"stop failed: {exc}") from exc
+
+    @requires_connection
+    def set_gripper(self, open_: bool) -> None:
+        if self._gripper is None or open_ == self._gripper_open:
+            return
+        c = self.config
+        try:
+            if open_:
+                self._gripper_future = self._gripper.move_async(c.gripper_open_width_m, c.gripper_speed_m_s)
+            else:  # wide epsilons: "closed" succeeds on any object up to the open width, or on nothing
+                self._gripper_future = self._gripper.grasp_async(0.0, c.gripper_speed_m_s, c.gripper_force_n,
+                                                                 epsilon_inner=0.1, epsilon_outer=0.1)
+        except Exception as exc:
+            raise GripperFaultError(f"gripper {'open' if open_ else 'close'} failed: {exc}") from exc
+        self._gripper_open = open_
+
+    @property
+    def gripper_open_commanded(self) -> bool:
+        return bool(self._gripper_open) if self._gripper_open is not None else True
+
+    def poll_gripper(self) -> None:
+        future = self._gripper_future
+        if future is None or not future.wait(0):
+            return
+        self._gripper_future = None
+        try:
+            future.get()
+        except Exception as exc:
+            raise GripperFaultError(f"gripper command failed: {exc}") from exc
+
+    @requires_connection
+    def recover(self) -> bool:
+        with self._lock:
+            try:
+                return bool(self._robot.recover_from_errors())
+            except Exception:
+                return False
