@@ -1,0 +1,253 @@
+"""DiT flow-matching action head (GR00T-N1.5 style), parameter names as the public code's `action_model`.
+
+Token sequence: [state (optional) | 32 learned future tokens | horizon action tokens]. Even DiT blocks
+cross-attend to the 32 embodied-token states of the VLM, odd blocks self-attend; AdaLN on the timestep.
+Training: Beta(1.5, 1) time, x_t = (1-t) eps + t a, velocity target a - eps, MSE, R noise draws per sample.
+Inference: Euler from the given noise in `num_euler_steps` steps (noise is an input, so runs reproduce).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ActionHeadConfig
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=1)`: (B,) -> (B, dim)."""
+    half = dim // 2
+    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1)
+    emb = t.float()[:, None] * torch.exp(exponent)[None]
+    return torch.cat([emb.cos(), emb.sin()], dim=-1)
+
+
+def action_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """GR00T SinusoidalPositionalEncoding of the t bucket: (B, T) -> (B, T, dim)."""
+    half = dim // 2
+    exponent = -torch.arange(half, dtype=torch.float32, device=t.device) * (math.log(10000.0) / half)
+    freqs = t.float()[..., None] * exponent.exp()
+    return torch.cat([freqs.sin(), freqs.cos()], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(256, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TimestepEncoder(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = TimestepEmbedder(dim)
+
+    def forward(self, t_bucket: torch.Tensor) -> torch.Tensor:
+        emb = timestep_sinusoid(t_bucket)
+        return self.timestep_embedder(emb.to(self.timestep_embedder.linear_1.weight.dtype))
+
+
+class AdaLayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=-1)  # per-block split is (scale, shift)
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    """diffusers-style attention (to_q/to_k/to_v/to_out.0); cross-attention when kv_dim is given."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, kv_dim: int | None, dropout: float) -> None:
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(kv_dim or dim, inner)
+        self.to_v = nn.Linear(kv_dim or dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, _ = x.shape
+        ctx = x if context is None else context
+        q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k = self.to_k(ctx).view(b, ctx.shape[1], self.heads, -1).transpose(1, 2)
+        v = self.to_v(ctx).view(b, ctx.shape[1], self.heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GELUProj(nn.Module):
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([GELUProj(dim, 4 * dim), nn.Dropout(dropout), nn.Linear(4 * dim, dim),
+                                  nn.Dropout(dropout)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, kv_dim: int | None, dropout: float) -> None:
+        super().__init__()
+        self.cross = kv_dim is not None
+        self.norm1 = AdaLayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim, kv_dim, dropout)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
+        self.ff = FeedForward(dim, dropout)
+        self.final_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.attn1(self.norm1(x, temb), context if self.cross else None)
+        x = x + self.final_dropout(h)
+        return x + self.ff(self.norm3(x))
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: ActionHeadConfig, cross_dim: int) -> None:
+        super().__init__()
+        d = cfg.inner_dim
+        self.timestep_encoder = TimestepEncoder(d)
+        self.transformer_blocks = nn.ModuleList([
+            BasicTransformerBlock(d, cfg.num_heads, cfg.head_dim, cross_dim if i % 2 == 0 else None, cfg.dropout)
+            for i in range(cfg.num_layers)])
+        self.norm_out = nn.LayerNorm(d, eps=1e-6, elementwise_affine=False)
+        self.proj_out_1 = nn.Linear(d, 2 * d)
+        self.proj_out_2 = nn.Linear(d, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, t_bucket: torch.Tensor) -> torch.Tensor:
+        temb = self.timestep_encoder(t_bucket)  # (B, D)
+        for blk in self.transformer_blocks:
+            x = blk(x, context, temb)
+        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # final split is (shift, scale)
+        return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
+
+
+class TwoLayerMLP(nn.Module):
+    def __init__(self, din: int, hidden: int, dout: int) -> None:
+        super().__init__()
+        self.layer1 = nn.Linear(din, hidden)
+        self.layer2 = nn.Linear(hidden, dout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(F.relu(self.layer1(x)))
+
+
+class ActionEncoder(nn.Module):
+    def __init__(self, action_dim: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.layer1 = nn.Linear(action_dim, dim)
+        self.layer2 = nn.Linear(2 * dim, dim)
+        self.layer3 = nn.Linear(dim, dim)
+
+    def forward(self, actions: torch.Tensor, t_bucket: torch.Tensor) -> torch.Tensor:
+        """actions (B, T, A), t_bucket (B,) -> (B, T, D)."""
+        a = self.layer1(actions)
+        tau = action_sinusoid(t_bucket[:, None].expand(-1, actions.shape[1]), self.dim).to(a.dtype)
+        return self.layer3(F.silu(self.layer2(torch.cat([a, tau], dim=-1))))
+
+
+class FlowMatchingActionHead(nn.Module):
+    def __init__(self, cfg: ActionHeadConfig, cross_dim: int, action_dim: int, horizon: int, state_dim: int) -> None:
+        super().__init__()
+        self.cfg, self.action_dim, self.horizon = cfg, action_dim, horizon
+        d = cfg.inner_dim
+        self.model = DiT(cfg, cross_dim)
+        self.state_encoder = TwoLayerMLP(state_dim, cfg.hidden_size, d) if state_dim > 0 else None
+        self.action_encoder = ActionEncoder(action_dim, d)
+        self.action_decoder = TwoLayerMLP(cfg.hidden_size, cfg.hidden_size, action_dim)
+        self.future_tokens = nn.Embedding(cfg.num_future_tokens, d)
+        self.position_embedding = nn.Embedding(cfg.max_seq_len, d)
+        nn.init.normal_(self.future_tokens.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    def velocity(self, embodied: torch.Tensor, x_t: torch.Tensor, t_bucket: torch.Tensor,
+                 state: torch.Tensor | None) -> torch.Tensor:
+        """embodied (B, 32, Dl), x_t (B, H, A), t_bucket (B,) long, state (B, S) -> velocity (B, H, A)."""
+        b = x_t.shape[0]
+        tokens = self.action_encoder(x_t, t_bucket) + self.position_embedding.weight[None, :x_t.shape[1]]
+        parts = [self.future_tokens.weight[None].expand(b, -1, -1), tokens]
+        if self.state_encoder is not None:
+            if state is None:
+                raise ValueError("this action head was built with a state token; pass state (B, state_dim)")
+            parts.insert(0, self.state_encoder(state.to(tokens.dtype))[:, None])
+        out = self.model(torch.cat(parts, dim=1), embodied, t_bucket)
+        return self.action_decoder(out[:, -x_t.shape[1]:])
+
+    def draw_noise_and_time(self, sample_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample deterministic noise (R, B, H, A) and flow time t (R, B) from integer seeds.
+
+        Keyed by sample (not by batch position), so 1-process and N-process training see the same draws.
+        """
+        r = self.cfg.repeated_diffusion_steps
+        noises, times = [], []
+        for seed in sample_seeds:
+            g = torch.Generator().manual_seed(int(seed))
+            noises.append(torch.randn(r, self.horizon, self.action_dim, generator=g))
+            times.append(self._time_from_uniform(torch.rand(r, generator=g)))
+        return torch.stack(noises, 1).to(device), torch.stack(times, 1).to(device)
+
+    def _time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """u ~ U(0,1) -> Beta(alpha, beta) by inverse CDF (exact when alpha or beta is 1) -> flow time t."""
+        a, b = self.cfg.beta_alpha, self.cfg.beta_beta
+        if b == 1.0:
+            x = u.pow(1.0 / a)
+        elif a == 1.0:
+            x = 1 - (1 - u).pow(1.0 / b)
+        else:
+            x = torch.distributions.Beta(torch.tensor(a), torch.tensor(b)).sample(u.shape)
+        x = x.clamp(max=self.cfg.noise_s)
+        return (self.cfg.noise_s - x) / self.cfg.noise_s
+
+    def loss(self, embodied: torch.Tensor, actions: torch.Tensor, state: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow-matching MSE with R = repeated_diffusion_steps noise draws per sample.
+
+        embodied (B, 32, Dl), actions (B, H, A) normalised, state (B, S); noise (R, B, H, A) and t (R, B) optional
+        (drawn from the global RNG when absent).
+        """
+        r = self.cfg.repeated_diffusion_steps
+        b = actions.shape[0]
+        if noise is None or t is None:
+            noise = torch.randn(r, *actions.shape, device=actions.device)
+            t = self._time_from_uniform(torch.rand(r, b)).to(actions.device)
+        emb = embodied.repeat(r, 1, 1)  # (R*B, 32, Dl), repeat-major like the public code
+        a = actions.to(embodied.dtype).repeat(r, 1, 1)
+        st = state.repeat(r, 1) if state is not None else None
+        eps = noise.reshape(r * b, *actions.shape[1:]).to(a.dtype)
+        tt = t.reshape(r * b).to(a.dtype)
+        x_t = (1 - tt[:, None, None]) * eps + tt[:, None, None] * a
+        pred = self.velocity(emb, x_t, (tt * self.cfg.timestep_buckets).long(), st)
+        return F.mse_loss(pred.float(), (a - eps).float())
+
+    def sample(self, embodied: torch.Tensor, noise: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Euler integration from `noise` (B, H, A) -> normalised actions (B, H, A). Static, unrolled."""
+        x = noise.to(embodied.dtype)
+        n = self.cfg.num_euler_steps
+        dt = 1.0 / n
+        for i in range(n):
+            bucket = int(i / n * self.cfg.timestep_buckets)
+            t_bucket = torch.full((x.shape[0],), bucket, dtype=torch.long, device=x.device)
+            x = x + dt * self.velocity(embodied, x, t_bucket, state)
+        return x

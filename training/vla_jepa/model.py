@@ -1,0 +1,211 @@
+"""VLA-JEPA: Qwen3-VL backbone + DiT flow-matching head (inference path) + latent world model (training only).
+
+Batch tensors (see data.py):
+    images          (B, V, 3, H, W)      uint8 or float in [0, 1], RGB, frame t of every camera, H = W = image_size
+    video           (B, Vc, T, 3, S, S)  uint8 or float in [0, 1], frames t..t+T-1, S = vjepa.crop_size
+    input_ids       (B, L) int64, attention_mask (B, L) int64 (prompt.encode_* with the matching layout)
+    actions         (B, horizon, action_dim) normalised (robot batches only)
+    state           (B, state_dim) raw (only when cfg.state_dim > 0)
+    sample_seed     (B,) int64: keys the flow-matching noise of each sample
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tokenizers import Tokenizer
+
+from .action_head import FlowMatchingActionHead
+from .config import VLAJEPAConfig
+from .prompt import PromptLayout, build_tiny_tokenizer, layout_for_config
+from .vlm import Qwen3VLBackbone
+from .world_model import ACPredictor, VJEPA2Encoder, causal_step_features
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+class VLAJEPA(nn.Module):
+    def __init__(self, cfg: VLAJEPAConfig, tokenizer: Tokenizer | None = None, with_world_model: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(cfg.max_action_tokens)
+        if self.tokenizer.get_vocab_size(with_added_tokens=True) > cfg.text.vocab_size:
+            raise ValueError(f"tokenizer has {self.tokenizer.get_vocab_size()} tokens > text.vocab_size="
+                             f"{cfg.text.vocab_size}")
+        self.robot_layout: PromptLayout = layout_for_config(self.tokenizer, cfg)
+        self.video_layout: PromptLayout = layout_for_config(self.tokenizer, cfg, video=True)
+        self.vlm = Qwen3VLBackbone(cfg.vision, cfg.text, cfg.image_size)
+        self.action_model = FlowMatchingActionHead(cfg.action_head, cfg.text.hidden_size, cfg.action_dim, cfg.horizon,
+                                                   cfg.state_dim)
+        self.with_world_model = with_world_model
+        if with_world_model:
+            self.vj_encoder = VJEPA2Encoder(cfg.vjepa)
+            self.vj_encoder.requires_grad_(False)  # frozen target encoder: no grad, no EMA
+            self.vj_predictor = ACPredictor(cfg.predictor, in_dim=2 * cfg.vjepa.hidden_size,
+                                            action_dim=cfg.text.hidden_size, steps=cfg.num_transitions,
+                                            grid=cfg.wm_grid, tokens_per_step=cfg.latent_tokens_per_step)
+        self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(cfg.image_std).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("wm_mean", torch.tensor(cfg.wm_image_mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("wm_std", torch.tensor(cfg.wm_image_std).view(1, 1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "VLAJEPA":
+        super().train(mode)
+        if self.with_world_model:
+            self.vj_encoder.eval()  # frozen: always in eval mode
+        return self
+
+    # ------------------------------------------------------------------------------------------ student pathway
+
+    def vlm_hidden(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   layout: PromptLayout) -> torch.Tensor:
+        """images (B, V, 3, H, W) in [0, 1] -> hidden (B, L, D), last layer before the final norm."""
+        pixels = (to_unit_float(images) - self.image_mean) / self.image_std
+        return self.vlm(pixels, input_ids, attention_mask, layout)
+
+    def token_features(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       video_prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> latent-action states (B, 24, D) and embodied states (B, 32, D) (None for the video prompt)."""
+        layout = self.video_layout if video_prompt else self.robot_layout
+        h = self.vlm_hidden(images, input_ids, attention_mask, layout)
+        latent = h[:, list(layout.latent_positions)]
+        embodied = h[:, list(layout.embodied_positions)] if layout.embodied_positions else None
+        return latent, embodied
+
+    def check_prompt(self, input_ids: torch.Tensor, video_prompt: bool = False) -> None:
+        """Training-time guard: the special tokens must sit where the static layout says."""
+        layout = self.video_layout if video_prompt else self.robot_layout
+        ids = input_ids[:, list(layout.latent_positions) + list(layout.embodied_positions)]
+        tok = self.tokenizer
+        expected = [tok.token_to_id(f"<|action_{i // self.cfg.latent_tokens_per_step}|>")
+                    for i in range(len(layout.latent_positions))]
+        expected += [tok.token_to_id("<|embodied_action|>")] * len(layout.embodied_positions)
+        if not bool((ids == torch.tensor(expected, device=ids.device)).all()):
+            raise ValueError("input_ids do not match the prompt layout (wrong max_prompt_len, tokenizer or "
+                             "video/robot prompt kind)")
+
+    # ------------------------------------------------------------------------------------------ world model
+
+    def wm_step_features(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, Vc, T, 3, S, S) in [0, 1] -> per-step features (B, steps, g*g, 2*Dv), leakage-free.
+
+        Views `cfg.wm_views` are concatenated on channels per sample; a single-camera clip is duplicated.
+        """
+        v = video.shape[1]
+        views = (0, 0) if v == 1 else self.cfg.wm_views
+        feats = []
+        with torch.no_grad():
+            for vi in views:
+                clip = self._wm_preprocess(to_unit_float(video[:, vi]))
+                feats.append(causal_step_features(self.vj_encoder, clip, self.cfg.wm_context_mode))
+        return torch.cat(feats, dim=-1)
+
+    def _wm_preprocess(self, clip: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) in [0, 1] -> V-JEPA2 input: resize to S*256/224, centre-crop S, ImageNet mean/std."""
+        b, t, c, s, _ = clip.shape
+        crop = self.cfg.vjepa.crop_size
+        big = int(crop * 256 / 224)
+        x = F.interpolate(clip.flatten(0, 1), size=(big, big), mode="bilinear", align_corners=False, antialias=True)
+        off = (big - crop) // 2
+        x = x[:, :, off:off + crop, off:off + crop].reshape(b, t, c, crop, crop)
+        return (x - self.wm_mean) / self.wm_std
+
+    def wm_loss(self, latent: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """L1 between predicted and target features: context = steps 0..T-2, target = steps 1..T-1."""
+        feats = self.wm_step_features(video)  # (B, steps, g2, 2Dv)
+        context = feats[:, :-1].flatten(1, 2)
+        target = feats[:, 1:].flatten(1, 2)
+        pred = self.vj_predictor(context, latent)
+        return F.l1_loss(pred.float(), target.float())
+
+    # ------------------------------------------------------------------------------------------ losses
+
+    def robot_losses(self, batch: dict, use_wm: bool = True) -> dict[str, torch.Tensor]:
+        """-> {"action_loss", "wm_loss"} (wm_loss unweighted; the trainer applies 0.1)."""
+        latent, embodied = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"])
+        state = batch.get("state") if self.cfg.state_dim > 0 else None
+        noise = t = None
+        if "sample_seed" in batch:
+            noise, t = self.action_model.draw_noise_and_time(batch["sample_seed"].tolist(), embodied.device)
+        out = {"action_loss": self.action_model.loss(embodied, batch["actions"], state, noise, t)}
+        if use_wm and self.with_world_model:
+            out["wm_loss"] = self.wm_loss(latent, batch["video"])
+        return out
+
+    def video_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        latent, _ = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"],
+                                        video_prompt=True)
+        return {"wm_loss": self.wm_loss(latent, batch["video"])}
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def predict_actions(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        state: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+        """-> normalised action chunk (B, horizon, action_dim) after `num_euler_steps` Euler steps from `noise`."""
+        _, embodied = self.token_features(images, input_ids, attention_mask)
+        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+
+    def inference_module(self) -> "InferenceModule":
+        return InferenceModule(self)
+
+
+class InferenceModule(nn.Module):
+    """Static-shape policy graph for export: VLM prefix -> 32 embodied states -> Euler-integrated DiT head.
+
+    forward(images (B, V, 3, H, W) float32 RGB in [0, 1] at image_size, input_ids (B, L) int64,
+            attention_mask (B, L) int64, state (B, state_dim) float32, noise (B, horizon, action_dim) float32)
+        -> actions_normalized (B, horizon, action_dim). `state` is ignored when cfg.state_dim == 0 (pass (B, 1)).
+    """
+
+    def __init__(self, model: VLAJEPA) -> None:
+        super().__init__()
+        self.cfg = model.cfg
+        self.vlm = model.vlm
+        self.action_model = model.action_model
+        self.layout = model.robot_layout
+        self.register_buffer("image_mean", model.image_mean.clone(), persistent=False)
+        self.register_buffer("image_std", model.image_std.clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        pixels = (images - self.image_mean) / self.image_std
+        h = self.vlm(pixels, input_ids, attention_mask, self.layout)
+        embodied = h[:, list(self.layout.embodied_positions)]
+        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+
+    def prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """VLM part only: -> embodied states (B, 32, D) (for a split prefix + head export)."""
+        pixels = (images - self.image_mean) / self.image_std
+        return self.vlm(pixels, input_ids, attention_mask, self.layout)[:, list(self.layout.embodied_positions)]
+
+
+class HeadModule(nn.Module):
+    """Action head alone: (embodied (B, 32, D), state, noise) -> actions_normalized (split export)."""
+
+    def __init__(self, model: VLAJEPA) -> None:
+        super().__init__()
+        self.cfg = model.cfg
+        self.action_model = model.action_model
+
+    def forward(self, embodied: torch.Tensor, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+
+
+class PrefixModule(nn.Module):
+    def __init__(self, model: VLAJEPA) -> None:
+        super().__init__()
+        self.inner = InferenceModule(model)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.inner.prefix(images, input_ids, attention_mask)
+
+
+def make_model(cfg: VLAJEPAConfig, tokenizer: Tokenizer | None = None, with_world_model: bool = True,
+               device: str | torch.device = "cpu") -> VLAJEPA:
+    """Build a randomly initialised VLA-JEPA (device="meta" builds it without memory)."""
+    with torch.device(device):
+        return VLAJEPA(cfg, tokenizer, with_world_model)
