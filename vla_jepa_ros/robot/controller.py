@@ -1,0 +1,165 @@
+"""`ArmController`: executes action chunks on an `Arm` through the chunk executor and the safety envelope.
+
+No ROS and no franky here: the franka_controller node feeds it messages and publishes what it reports; the
+benchmarks drive it directly. Every step: fault check -> executor decision -> envelope -> asynchronous move.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from ..core.chunk_executor import ChunkExecutor, Mode, StepDecision, SubmitResult
+from ..core.geometry import matrix_to_quat, matrix_to_rpy
+from ..core.safety import SafetyEnvelope, SafeTarget
+from ..core.types import ActionChunk
+from .arm import Arm, ArmError, ArmState
+
+FR3_HOME_Q_RAD = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    dry_run: bool = dataclasses.field(
+        default=True, metadata={"help": "compute and publish targets without moving the robot"})
+    home_on_task_start: bool = dataclasses.field(
+        default=False, metadata={"help": "move to home_q_rad (blocking) when a new task starts"})
+    home_q_rad: tuple[float, ...] = dataclasses.field(
+        default=FR3_HOME_Q_RAD, metadata={"help": "joint positions of the home pose (rad)"})
+    home_timeout_s: float = dataclasses.field(default=15.0, metadata={"help": "longest homing motion (s)"})
+    gripper_threshold: float = dataclasses.field(
+        default=0.5, metadata={"help": "gripper action >= threshold opens, below closes"})
+
+    def __post_init__(self) -> None:
+        if len(self.home_q_rad) != 7 or not all(np.isfinite(self.home_q_rad)):
+            raise ValueError(f"home_q_rad={self.home_q_rad} needs 7 finite joint positions")
+        if not 0 < self.gripper_threshold < 1:
+            raise ValueError(f"gripper_threshold={self.gripper_threshold} must be in (0, 1)")
+        if not self.home_timeout_s > 0:
+            raise ValueError(f"home_timeout_s={self.home_timeout_s} must be > 0")
+
+
+@dataclasses.dataclass
+class ControllerReport:
+    """What the node publishes: mode, the last target and clip, counters, the last error."""
+
+    mode: Mode = Mode.IDLE
+    fault: bool = False
+    error: str = ""
+    target: SafeTarget | None = None
+    steps_clipped: int = 0
+    last_clip_reason: str = ""
+    recoveries: int = 0
+    gripper_open_commanded: bool = True
+    last_step_wall_s: float = 0.0  # time.monotonic() when the last step was sent (latency measurements)
+    last_chunk_stamp_s: float = 0.0
+
+
+class ArmController:
+    def __init__(self, arm: Arm, executor: ChunkExecutor, envelope: SafetyEnvelope,
+                 config: ControllerConfig = ControllerConfig()) -> None:
+        self.arm, self.executor, self.envelope, self.config = arm, executor, envelope, config
+        self.report = ControllerReport()
+        self._target_p: np.ndarray | None = None
+        self._target_r: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ inputs
+    def set_task(self, task_id: str, now_s: float) -> None:
+        """The running task ('' = none). A new task may home the arm first (blocking)."""
+        if task_id == self.executor.task_id:
+            return
+        self.executor.set_task(task_id, now_s)
+        self._target_p = self._target_r = None
+        self.report.steps_clipped = 0
+        if task_id and self.config.home_on_task_start and not self.config.dry_run and not self.executor.estop:
+            self.home()
+            self.executor.clear(now_s)
+
+    def home(self) -> None:
+        try:
+            self.arm.set_gripper(True)
+            self.report.gripper_open_commanded = True
+            self.arm.move_joints(np.array(self.config.home_q_rad), self.config.home_timeout_s)
+        except ArmError as exc:
+            self._fault(f"homing failed: {exc}")
+
+    def submit(self, chunk: ActionChunk, now_s: float) -> SubmitResult:
+        return self.executor.submit(chunk, now_s)
+
+    def set_estop(self, engaged: bool) -> None:
+        """Engage: drop the chunk and stop the arm at once. Release: accept chunks again."""
+        was = self.executor.estop
+        self.executor.set_estop(engaged)
+        if engaged and not was:
+            self._target_p = self._target_r = None
+            if not self.config.dry_run:
+                try:
+                    self.arm.stop()
+                except ArmError as exc:
+                    self._fault(f"stop on e-stop failed: {exc}")
+
+    # ------------------------------------------------------------------ control step
+    def tick(self, now_s: float) -> StepDecision:
+        """Surface faults, then execute the step due now (if any). Call at the control rate."""
+        if not self.config.dry_run:
+            try:
+                self.arm.poll()
+                self.arm.poll_gripper()
+            except ArmError as exc:
+                self._fault(str(exc))
+                self.executor.clear(now_s)
+                return StepDecision(Mode.HOLDING, reason=f"fault: {exc}")
+        decision = self.executor.step(now_s)
+        self.report.mode = decision.mode
+        if decision.action is None:
+            if decision.mode is not Mode.EXECUTING:
+                self._target_p = self._target_r = None  # the next chunk starts from the measured pose
+            return decision
+        try:
+            state = self.arm.state()
+        except ArmError as exc:
+            self._fault(str(exc))
+            return decision
+        if decision.new_chunk or self._target_p is None:
+            base_p, base_r = state.position_m, state.rotation
+        else:
+            base_p, base_r = self._target_p, self._target_r
+        safe = self.envelope.apply(state.position_m, base_p, base_r, decision.action[:6], decision.step_period_s)
+        self._target_p, self._target_r = safe.position_m, safe.rotation
+        self.report.target = safe
+        if safe.clipped:
+            self.report.steps_clipped += 1
+            self.report.last_clip_reason = "; ".join(safe.reasons)
+        open_ = bool(decision.action[6] >= self.config.gripper_threshold)
+        self.report.gripper_open_commanded = open_
+        self.report.last_chunk_stamp_s = decision.chunk_stamp_s
+        if not self.config.dry_run:
+            try:
+                self.arm.move_to(safe.position_m, safe.rotation)
+                self.arm.set_gripper(open_)
+                self.report.last_step_wall_s = time.monotonic()
+                if self.report.fault:
+                    self.report.fault, self.report.error = False, ""
+            except ArmError as exc:
+                self._fault(str(exc))
+        return decision
+
+    def _fault(self, message: str) -> None:
+        self.report.fault = True
+        self.report.error = message
+        self._target_p = self._target_r = None
+        try:
+            if self.arm.recover():
+                self.report.recoveries += 1
+        except ArmError:
+            pass
+
+    def state_vector(self, state: ArmState) -> np.ndarray:
+        """(8,) STATE_DIM_NAMES vector for the policy: ee xyz, ee rpy, gripper width, commanded open flag."""
+        return np.array([*state.position_m, *matrix_to_rpy(state.rotation), state.gripper_width_m,
+                         1.0 if self.report.gripper_open_commanded else 0.0], dtype=np.float32)
+
+
+def pose_quat_xyzw(state: ArmState) -> np.ndarray:
+    return matrix_to_quat(state.rotation)
