@@ -114,3 +114,142 @@ def vjepa2_state_to_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 def load_vjepa2_folder(encoder: nn.Module, folder: str | Path) -> LoadReport:
     """Load an HF V-JEPA2 checkpoint folder into our VJEPA2Encoder."""
     return load_into(encoder, vjepa2_state_to_encoder(read_safetensors_folder(folder)))
+
+
+# ------------------------------------------------------------------------------------------------ our checkpoints
+
+WEIGHTS, CONFIG, STATS, TOKENIZER, TRAINER_STATE, TRAIN_CONFIG = (
+    "model.safetensors", "config.json", "dataset_statistics.json", "tokenizer.json", "trainer_state.pt",
+    "train_config.json")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_state: dict | None = None,
+                    train_config: object | None = None) -> Path:
+    """Write model weights (safetensors), resolved config, stats, tokenizer and optional trainer state."""
+    from .config import config_to_json
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path / WEIGHTS)
+    (path / CONFIG).write_text(config_to_json(model.cfg))
+    (path / STATS).write_text(json.dumps(stats, indent=2))
+    (path / TOKENIZER).write_text(model.tokenizer.to_str())
+    if train_config is not None:
+        (path / TRAIN_CONFIG).write_text(config_to_json(train_config))
+    if trainer_state is not None:
+        torch.save(trainer_state, path / TRAINER_STATE)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_world_model: bool = True):
+    """-> (model, config, stats, tokenizer) from a folder written by `save_checkpoint`."""
+    from .config import config_from_dict
+    from .model import make_model
+    from .prompt import load_tokenizer
+
+    path = Path(path)
+    for name in (WEIGHTS, CONFIG, STATS, TOKENIZER):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path / name}: missing from checkpoint")
+    cfg = config_from_dict(json.loads((path / CONFIG).read_text()))
+    tokenizer = load_tokenizer(str(path / TOKENIZER), cfg.max_action_tokens)
+    model = make_model(cfg, tokenizer, with_world_model=with_world_model)
+    state = load_file(str(path / WEIGHTS))
+    ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
+    report = load_into(model, state, ignore_unexpected=ignore)
+    if report.missing or report.unexpected:
+        raise KeyError(f"{path / WEIGHTS}: {report}")
+    stats = json.loads((path / STATS).read_text())
+    return model.to(device), cfg, stats, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------ released .pt
+
+# Public code (starVLA VLA_JEPA) prefixes -> ours. Qwen3VLForConditionalGeneration under transformers 4.57 keeps
+# the backbone in `.model` and the (unused) LM head in `.lm_head`.
+_PUBLIC_RULES = [
+    (r"^qwen_vl_interface\.model\.model\.(visual|language_model)\.", r"vlm.\1."),
+    (r"^qwen_vl_interface\.model\.(visual|language_model)\.", r"vlm.\1."),
+    (r"^vj_encoder\.encoder\.", "vj_encoder."),
+    (r"^action_model\.", "action_model."),
+    (r"^vj_predictor\.", "vj_predictor."),
+]
+# Present in the public state dict but unused by VLA-JEPA (reported as ignored, not as unexpected).
+_PUBLIC_IGNORED = [r"^qwen_vl_interface\.model\.lm_head\.", r"^vj_encoder\.predictor\.",
+                   r"^vj_predictor\.(state_encoder|extrinsics_encoder)\."]
+
+
+def map_public_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Released VLA-JEPA key names -> ours. Returns (mapped, ignored_keys, unmapped_keys)."""
+    mapped, ignored, unmapped = {}, [], []
+    for k, v in state.items():
+        k0 = k[len("module."):] if k.startswith("module.") else k
+        if any(re.match(p, k0) for p in _PUBLIC_IGNORED):
+            ignored.append(k)
+            continue
+        for pat, rep in _PUBLIC_RULES:
+            if re.match(pat, k0):
+                mapped[re.sub(pat, rep, k0)] = v
+                break
+        else:
+            unmapped.append(k)
+    return mapped, ignored, unmapped
+
+
+def config_from_public_yaml(yaml_path: str | Path, base: str = "paper"):
+    """Read the public config.yaml for the few values that change the model (state_dim, chunk, action_dim)."""
+    import yaml
+
+    from .config import get_config, replace
+
+    data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    am = (data.get("framework") or {}).get("action_model") or {}
+    cfg = get_config(base)
+    changes = {}
+    if "action_dim" in am:
+        changes["action_dim"] = int(am["action_dim"])
+    if "future_action_window_size" in am:
+        changes["horizon"] = int(am["future_action_window_size"]) + 1
+    if "state_dim" in am:
+        changes["state_dim"] = int(am["state_dim"] or 0)
+    return replace(cfg, **changes) if changes else cfg
+
+
+def load_public_checkpoint(pt_path: str | Path, tokenizer_json: str | Path | None = None, cfg=None,
+                           with_world_model: bool = True):
+    """Load a released VLA-JEPA `.pt` (+ ../config.yaml and ../dataset_statistics.json next to its folder).
+
+    Returns (model, config, stats, tokenizer, report). The tokenizer is the Qwen3-VL tokenizer.json of the base
+    model (the VLA tokens are appended in the public code's order).
+    """
+    from .model import make_model
+    from .prompt import build_tiny_tokenizer, load_tokenizer
+
+    pt_path = Path(pt_path)
+    if not pt_path.exists():
+        raise FileNotFoundError(f"{pt_path}: checkpoint missing")
+    run_dir = pt_path.parent.parent
+    if cfg is None:
+        yaml_path = run_dir / "config.yaml"
+        if not yaml_path.exists():
+            raise FileNotFoundError(f"{yaml_path}: the public code keeps config.yaml one folder above the .pt")
+        cfg = config_from_public_yaml(yaml_path)
+    stats_path = run_dir / "dataset_statistics.json"
+    if not stats_path.exists():
+        raise FileNotFoundError(f"{stats_path}: dataset statistics missing")
+    stats = json.loads(stats_path.read_text())
+    tokenizer = load_tokenizer(str(tokenizer_json), cfg.max_action_tokens) if tokenizer_json else \
+        build_tiny_tokenizer(cfg.max_action_tokens)
+    state = torch.load(pt_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    mapped, ignored, unmapped = map_public_state_dict(state)
+    model = make_model(cfg, tokenizer, with_world_model=with_world_model)
+    ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
+    report = load_into(model, mapped, ignore_unexpected=ignore)
+    report.unexpected = sorted(set(report.unexpected) | set(unmapped))
+    report.ignored = ignored  # type: ignore[attr-defined]
+    return model, cfg, stats, tokenizer, report

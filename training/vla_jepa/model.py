@@ -2,7 +2,7 @@
 
 Batch tensors (see data.py):
     images          (B, V, 3, H, W)      uint8 or float in [0, 1], RGB, frame t of every camera, H = W = image_size
-    video           (B, Vc, T, 3, S, S)  uint8 or float in [0, 1], frames t..t+T-1, S = vjepa.crop_size
+    video           (B, 2, T, 3, S, S)   uint8 or float in [0, 1], frames t..t+T-1, S = vjepa.crop_size
     input_ids       (B, L) int64, attention_mask (B, L) int64 (prompt.encode_* with the matching layout)
     actions         (B, horizon, action_dim) normalised (robot batches only)
     state           (B, state_dim) raw (only when cfg.state_dim > 0)
@@ -93,10 +93,10 @@ class VLAJEPA(nn.Module):
     def wm_step_features(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, Vc, T, 3, S, S) in [0, 1] -> per-step features (B, steps, g*g, 2*Dv), leakage-free.
 
-        Views `cfg.wm_views` are concatenated on channels per sample; a single-camera clip is duplicated.
+        The data pipeline already picked the two world-model cameras (cfg.wm_views); they are concatenated on
+        channels per sample. A single-camera clip is duplicated.
         """
-        v = video.shape[1]
-        views = (0, 0) if v == 1 else self.cfg.wm_views
+        views = (0, 0) if video.shape[1] == 1 else (0, 1)
         feats = []
         with torch.no_grad():
             for vi in views:

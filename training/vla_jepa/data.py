@@ -1,0 +1,461 @@
+"""Data: episode sources (native format, LeRobot v2.1/v3, synthetic), human-video folders, sample datasets.
+
+Native episode dataset (what the bag converter writes with `write_episode_dataset`):
+    root/meta.json
+        {"format": "vla_jepa_episodes", "version": 1, "cameras": ["front", "wrist"], "image_height": H,
+         "image_width": W, "fps": 10.0, "state_dim": 8, "action_dim": 7, "action_space": "franka_delta_ee",
+         "episodes": [{"file": "episode_000000.npz", "length": T, "instruction": "pick up the cube"}, ...]}
+    root/episode_XXXXXX.npz   frames uint8 (T, V, H, W, 3) RGB, state float32 (T, 8), actions float32 (T, 7)
+    root/dataset_statistics.json   normalisation stats (normalize.compute_stats over all actions)
+Action t is the command applied after observing frame t; gripper 1 = open.
+
+Robot sample at (episode, t): images = frame t of every camera; video = frames t..t+7 of the two world-model
+cameras (indices clamped at the episode end); actions = a_t..a_{t+6} (clamped); state = s_t; the instruction.
+Frames are RGB everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from .config import VLAJEPAConfig
+from .normalize import compute_stats, normalize_actions, save_stats
+from .prompt import PromptLayout, encode_with_layout
+
+FORMAT_NAME = "vla_jepa_episodes"
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file and the problem."""
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray  # (T, V, H, W, 3) uint8 RGB
+    states: np.ndarray  # (T, S) float32
+    actions: np.ndarray  # (T, A) float32
+    instruction: str
+
+    def validate(self, where: str) -> None:
+        f, s, a = self.frames, self.states, self.actions
+        if f.ndim != 5 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            raise DataError(f"{where}: frames must be uint8 (T, V, H, W, 3), got {f.dtype} {f.shape}")
+        if s.ndim != 2 or a.ndim != 2:
+            raise DataError(f"{where}: state/actions must be 2-D (T, D), got {s.shape} and {a.shape}")
+        if not len(f) == len(s) == len(a):
+            raise DataError(f"{where}: lengths differ: frames {len(f)}, state {len(s)}, actions {len(a)}")
+        if len(f) < 1:
+            raise DataError(f"{where}: empty episode")
+        if not (np.isfinite(s).all() and np.isfinite(a).all()):
+            raise DataError(f"{where}: state or actions contain NaN/inf")
+
+
+class EpisodeSource(Protocol):
+    """Anything that yields episodes: native folders, LeRobot datasets, synthetic generators."""
+
+    def __len__(self) -> int: ...
+
+    def episode_length(self, i: int) -> int: ...
+
+    def load(self, i: int) -> Episode: ...
+
+
+# ------------------------------------------------------------------------------------------------ native format
+
+
+def write_episode_dataset(root: str | Path, episodes: Iterable[Episode], cameras: list[str], fps: float,
+                          action_space: str = "franka_delta_ee", overwrite: bool = False) -> Path:
+    """Write episodes in the native format (+ dataset_statistics.json). Returns the root path."""
+    root = Path(root)
+    if (root / "meta.json").exists() and not overwrite:
+        raise FileExistsError(f"{root / 'meta.json'} exists; pass overwrite=True")
+    root.mkdir(parents=True, exist_ok=True)
+    metas, all_actions, all_states, shape = [], [], [], None
+    for i, ep in enumerate(episodes):
+        name = f"episode_{i:06d}.npz"
+        ep.validate(str(root / name))
+        if ep.frames.shape[1] != len(cameras):
+            raise DataError(f"{root / name}: {ep.frames.shape[1]} views but cameras={cameras}")
+        if shape is None:
+            shape = ep.frames.shape[2:4]
+        elif ep.frames.shape[2:4] != shape:
+            raise DataError(f"{root / name}: image size {ep.frames.shape[2:4]} differs from {shape}")
+        np.savez(root / name, frames=ep.frames, state=ep.states.astype(np.float32),
+                 actions=ep.actions.astype(np.float32))
+        metas.append({"file": name, "length": int(len(ep.frames)), "instruction": ep.instruction})
+        all_actions.append(ep.actions)
+        all_states.append(ep.states)
+    if not metas:
+        raise DataError(f"{root}: no episodes to write")
+    meta = {"format": FORMAT_NAME, "version": 1, "cameras": list(cameras), "image_height": int(shape[0]),
+            "image_width": int(shape[1]), "fps": float(fps), "state_dim": int(all_states[0].shape[1]),
+            "action_dim": int(all_actions[0].shape[1]), "action_space": action_space, "episodes": metas}
+    (root / "meta.json").write_text(json.dumps(meta, indent=2))
+    save_stats(compute_stats(np.concatenate(all_actions), np.concatenate(all_states), len(metas)),
+               root / "dataset_statistics.json")
+    return root
+
+
+class NativeEpisodeSource:
+    """Reads the native format written by `write_episode_dataset`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            raise DataError(f"{meta_path}: missing (not a native episode dataset)")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{meta_path}: invalid JSON ({e})") from e
+        if self.meta.get("format") != FORMAT_NAME:
+            raise DataError(f"{meta_path}: format {self.meta.get('format')!r} != {FORMAT_NAME!r}")
+        for key in ("cameras", "episodes", "state_dim", "action_dim"):
+            if key not in self.meta:
+                raise DataError(f"{meta_path}: missing key {key!r}")
+        self.cameras = self.meta["cameras"]
+
+    def __len__(self) -> int:
+        return len(self.meta["episodes"])
+
+    def episode_length(self, i: int) -> int:
+        return int(self.meta["episodes"][i]["length"])
+
+    def load(self, i: int) -> Episode:
+        info = self.meta["episodes"][i]
+        path = self.root / info["file"]
+        if not path.exists():
+            raise DataError(f"{path}: episode file missing")
+        try:
+            with np.load(path) as z:
+                ep = Episode(z["frames"], z["state"], z["actions"], info["instruction"])
+        except KeyError as e:
+            raise DataError(f"{path}: missing array {e}") from e
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable ({e})") from e
+        ep.validate(str(path))
+        if len(ep.frames) != info["length"]:
+            raise DataError(f"{path}: {len(ep.frames)} steps but meta.json says {info['length']}")
+        if ep.actions.shape[1] != self.meta["action_dim"] or ep.states.shape[1] != self.meta["state_dim"]:
+            raise DataError(f"{path}: actions/state dims {ep.actions.shape[1]}/{ep.states.shape[1]} != meta "
+                            f"{self.meta['action_dim']}/{self.meta['state_dim']}")
+        return ep
+
+
+# ------------------------------------------------------------------------------------------------ synthetic
+
+
+def synthetic_episodes(num_episodes: int = 4, length: int = 24, num_views: int = 2, image_size: int = 96,
+                       state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> list[Episode]:
+    """Deterministic toy episodes: a coloured square moves with the action; the instruction names its colour.
+
+    Actions are learnable from the image (the square's offset to the centre) and the instruction.
+    """
+    rng = np.random.RandomState(seed)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+    names = list(colours)
+    eps = []
+    for e in range(num_episodes):
+        name = names[e % len(names)]
+        pos = rng.uniform(0.2, 0.8, size=2)
+        frames = np.zeros((length, num_views, image_size, image_size, 3), np.uint8)
+        states = np.zeros((length, state_dim), np.float32)
+        actions = np.zeros((length, action_dim), np.float32)
+        for t in range(length):
+            delta = (0.5 - pos) * 0.2
+            for v in range(num_views):
+                img = np.full((image_size, image_size, 3), 90 + 40 * v, np.uint8)
+                c = (pos * image_size).astype(int)
+                r = max(2, image_size // 10)
+                img[max(0, c[1] - r):c[1] + r, max(0, c[0] - r):c[0] + r] = colours[name]
+                frames[t, v] = img
+            states[t, :2] = pos
+            actions[t, :2] = delta
+            actions[t, 2] = 0.01 * (names.index(name) - 1)
+            actions[t, 3:action_dim - 1] = 0.001 * np.arange(action_dim - 4)
+            actions[t, -1] = 1.0 if t < length // 2 else 0.0
+            pos = np.clip(pos + delta, 0.05, 0.95)
+        eps.append(Episode(frames, states, actions, f"move the {name} square to the centre"))
+    return eps
+
+
+class InMemoryEpisodeSource:
+    def __init__(self, episodes: list[Episode]) -> None:
+        for i, ep in enumerate(episodes):
+            ep.validate(f"episode {i}")
+        self.episodes = episodes
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def episode_length(self, i: int) -> int:
+        return len(self.episodes[i].frames)
+
+    def load(self, i: int) -> Episode:
+        return self.episodes[i]
+
+
+# ------------------------------------------------------------------------------------------------ LeRobot
+
+
+def decode_video(path: Path, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
+    """Decode an mp4/webm with PyAV -> (T, H, W, 3) uint8 RGB (optionally only frames in [start_s, end_s))."""
+    import av
+
+    if not path.exists():
+        raise DataError(f"{path}: video file missing")
+    try:
+        frames = []
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                ts = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                if start_s is not None and ts is not None and ts < start_s - 1e-4:
+                    continue
+                if end_s is not None and ts is not None and ts >= end_s - 1e-4:
+                    break
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+        raise DataError(f"{path}: cannot decode video ({e})") from e
+    if not frames:
+        raise DataError(f"{path}: no decodable frames")
+    return np.stack(frames)
+
+
+class LeRobotEpisodeSource:
+    """Local LeRobot dataset (parquet + mp4), codebase v2.1 or v3.0.
+
+    `cameras`: video feature keys in order (e.g. ["observation.images.front", "observation.images.wrist"]);
+    default: every video feature. State/action columns: `state_key` / `action_key`.
+    """
+
+    def __init__(self, root: str | Path, cameras: list[str] | None = None, state_key: str = "observation.state",
+                 action_key: str = "action") -> None:
+        import pyarrow.parquet as pq
+
+        self._pq = pq
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.exists():
+            raise DataError(f"{info_path}: missing (not a LeRobot dataset)")
+        self.info = json.loads(info_path.read_text())
+        self.version = str(self.info.get("codebase_version", ""))
+        feats = self.info.get("features", {})
+        self.cameras = cameras or [k for k, v in feats.items() if v.get("dtype") == "video"]
+        for key in self.cameras + [state_key, action_key]:
+            if key not in feats:
+                raise DataError(f"{info_path}: feature {key!r} not found; features: {sorted(feats)}")
+        self.state_key, self.action_key = state_key, action_key
+        if self.version.startswith("v2"):
+            self._load_v2_meta()
+        elif self.version.startswith("v3"):
+            self._load_v3_meta()
+        else:
+            raise DataError(f"{info_path}: unsupported codebase_version {self.version!r} (need v2.1 or v3.0)")
+
+    def _load_v2_meta(self) -> None:
+        ep_path = self.root / "meta" / "episodes.jsonl"
+        if not ep_path.exists():
+            raise DataError(f"{ep_path}: missing")
+        self.episodes = [json.loads(line) for line in ep_path.read_text().splitlines() if line.strip()]
+
+    def _load_v3_meta(self) -> None:
+        files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
+        if not files:
+            raise DataError(f"{self.root / 'meta' / 'episodes'}: no episode parquet files")
+        rows = []
+        for f in files:
+            rows.extend(self._pq.read_table(f).to_pylist())
+        self.episodes = sorted(rows, key=lambda r: r["episode_index"])
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def episode_length(self, i: int) -> int:
+        return int(self.episodes[i]["length"])
+
+    def _instruction(self, ep: dict) -> str:
+        tasks = ep.get("tasks") or [""]
+        return tasks[0] if isinstance(tasks, list) else str(tasks)
+
+    def load(self, i: int) -> Episode:
+        ep = self.episodes[i]
+        idx = int(ep["episode_index"])
+        fps = float(self.info["fps"])
+        if self.version.startswith("v2"):
+            chunk = idx // int(self.info.get("chunks_size", 1000))
+            data_path = self.root / self.info["data_path"].format(episode_chunk=chunk, episode_index=idx)
+            table = self._read_parquet(data_path)
+            videos = [decode_video(self.root / self.info["video_path"].format(
+                episode_chunk=chunk, video_key=k, episode_index=idx)) for k in self.cameras]
+        else:
+            data_path = self.root / self.info["data_path"].format(chunk_index=ep["data/chunk_index"],
+                                                                  file_index=ep["data/file_index"])
+            table = self._read_parquet(data_path)
+            table = [r for r in table if int(r["episode_index"]) == idx]
+            videos = []
+            for k in self.cameras:
+                vpath = self.root / self.info["video_path"].format(
+                    video_key=k, chunk_index=ep[f"videos/{k}/chunk_index"], file_index=ep[f"videos/{k}/file_index"])
+                start = float(ep[f"videos/{k}/from_timestamp"])
+                videos.append(decode_video(vpath, start, start + len(table) / fps))
+        n = len(table)
+        if n == 0:
+            raise DataError(f"{data_path}: no rows for episode {idx}")
+        for k, v in zip(self.cameras, videos):
+            if len(v) < n:
+                raise DataError(f"video {k} of episode {idx}: {len(v)} frames < {n} parquet rows")
+        frames = np.stack([v[:n] for v in videos], axis=1)
+        states = np.asarray([r[self.state_key] for r in table], np.float32)
+        actions = np.asarray([r[self.action_key] for r in table], np.float32)
+        out = Episode(frames, states, actions, self._instruction(ep))
+        out.validate(str(data_path))
+        return out
+
+    def _read_parquet(self, path: Path) -> list[dict]:
+        if not path.exists():
+            raise DataError(f"{path}: parquet file missing")
+        try:
+            return self._pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types
+            raise DataError(f"{path}: unreadable parquet ({e})") from e
+
+
+# ------------------------------------------------------------------------------------------------ human video
+
+
+class VideoFolderSource:
+    """Human videos (mp4/webm) + a `;`-separated label CSV with rows `id;label` (SSv2 style, optional header)."""
+
+    def __init__(self, root: str | Path, labels_csv: str | Path | None = None) -> None:
+        self.root = Path(root)
+        csv_path = Path(labels_csv) if labels_csv else self.root / "labels.csv"
+        if not csv_path.exists():
+            raise DataError(f"{csv_path}: label CSV missing")
+        files = {p.stem: p for p in sorted(self.root.iterdir()) if p.suffix.lower() in (".mp4", ".webm")}
+        self.items: list[tuple[Path, str]] = []
+        with open(csv_path, newline="") as f:
+            for lineno, row in enumerate(csv.reader(f, delimiter=";"), 1):
+                if not row or (lineno == 1 and row[0].strip().lower() in ("id", "video_id")):
+                    continue
+                if len(row) < 2:
+                    raise DataError(f"{csv_path}:{lineno}: expected 'id;label', got {row!r}")
+                vid = row[0].strip()
+                if vid not in files:
+                    raise DataError(f"{csv_path}:{lineno}: no video {vid}.mp4/.webm in {self.root}")
+                self.items.append((files[vid], row[1].strip()))
+        if not self.items:
+            raise DataError(f"{csv_path}: no labelled videos")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, i: int) -> tuple[np.ndarray, str]:
+        path, label = self.items[i]
+        return decode_video(path), label
+
+
+# ------------------------------------------------------------------------------------------------ sample datasets
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(..., H, W, 3) uint8 -> (..., size, size, 3) with INTER_AREA (aspect not kept, like the public code)."""
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    if flat.shape[1] == size and flat.shape[2] == size:
+        return frames
+    out = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in flat])
+    return out.reshape(*frames.shape[:-3], size, size, 3)
+
+
+class RobotDataset(torch.utils.data.Dataset):
+    """(episode, t) samples for robot batches; episodes are decoded once and kept resized in memory."""
+
+    def __init__(self, source: EpisodeSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout, stats: dict,
+                 cache_episodes: bool = True) -> None:
+        self.source, self.cfg, self.tok, self.layout, self.stats = source, cfg, tokenizer, layout, stats
+        self.index = [(e, t) for e in range(len(source)) for t in range(source.episode_length(e))]
+        if not self.index:
+            raise DataError("robot dataset has no samples")
+        self.cache_episodes = cache_episodes
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _episode(self, e: int) -> dict:
+        if e in self._cache:
+            return self._cache[e]
+        ep = self.source.load(e)
+        cfg = self.cfg
+        v = ep.frames.shape[1]
+        vlm_views = [min(i, v - 1) for i in range(cfg.num_views)]  # fewer cameras: repeat the last one
+        wm_views = [0, 0] if v == 1 else [min(w, v - 1) for w in cfg.wm_views]
+        if cfg.state_dim and ep.states.shape[1] != cfg.state_dim:
+            raise DataError(f"episode {e}: state dim {ep.states.shape[1]} != config state_dim {cfg.state_dim}")
+        if ep.actions.shape[1] != cfg.action_dim:
+            raise DataError(f"episode {e}: action dim {ep.actions.shape[1]} != config action_dim {cfg.action_dim}")
+        ids, mask = encode_with_layout(self.tok, self.layout, ep.instruction, cfg.num_transitions,
+                                       cfg.latent_tokens_per_step, cfg.num_embodied_tokens)
+        data = {
+            "images": np.ascontiguousarray(resize_frames(ep.frames[:, vlm_views], cfg.image_size).transpose(0, 1, 4, 2, 3)),
+            "video": np.ascontiguousarray(resize_frames(ep.frames[:, wm_views], cfg.vjepa.crop_size).transpose(0, 1, 4, 2, 3)),
+            "actions": normalize_actions(ep.actions, self.stats),
+            "state": ep.states.astype(np.float32),
+            "input_ids": ids, "attention_mask": mask,
+        }
+        if self.cache_episodes:
+            self._cache[e] = data
+        return data
+
+    def __getitem__(self, i: int) -> dict:
+        e, t = self.index[i]
+        d = self._episode(e)
+        n = len(d["actions"])
+        fidx = np.minimum(np.arange(t, t + self.cfg.num_frames), n - 1)
+        aidx = np.minimum(np.arange(t, t + self.cfg.horizon), n - 1)
+        out = {
+            "images": torch.from_numpy(d["images"][t]),  # (V, 3, H, W) uint8
+            "video": torch.from_numpy(d["video"][fidx].transpose(1, 0, 2, 3, 4).copy()),  # (2, T, 3, S, S) uint8
+            "actions": torch.from_numpy(d["actions"][aidx]),
+            "input_ids": torch.from_numpy(d["input_ids"]), "attention_mask": torch.from_numpy(d["attention_mask"]),
+        }
+        if self.cfg.state_dim:
+            out["state"] = torch.from_numpy(d["state"][t])
+        return out
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Human-video samples: a window of T consecutive frames (start from `window_seed`), view duplicated."""
+
+    def __init__(self, source: VideoFolderSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout,
+                 window_seed: int = 0) -> None:
+        self.source, self.cfg, self.tok, self.layout, self.seed = source, cfg, tokenizer, layout, window_seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        frames, label = self.source.load(i)
+        cfg = self.cfg
+        n = len(frames)
+        start = np.random.RandomState(self.seed * 1000003 + i).randint(0, max(1, n - cfg.num_frames + 1))
+        idx = np.minimum(np.arange(start, start + cfg.num_frames), n - 1)
+        clip = resize_frames(frames[idx], cfg.vjepa.crop_size).transpose(0, 3, 1, 2)  # (T, 3, S, S)
+        image = resize_frames(frames[idx[0]], cfg.image_size).transpose(2, 0, 1)
+        ids, mask = encode_with_layout(self.tok, self.layout, label, cfg.num_transitions, cfg.latent_tokens_per_step,
+                                       cfg.num_embodied_tokens, video=True)
+        return {"images": torch.from_numpy(np.ascontiguousarray(image))[None],
+                "video": torch.from_numpy(np.ascontiguousarray(clip))[None].repeat(2, 1, 1, 1, 1),
+                "input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
+def collate(samples: list[dict]) -> dict:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}

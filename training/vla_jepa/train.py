@@ -1,0 +1,387 @@
+"""Training loop (`vla-jepa-train`, a tyro CLI; also `train(TrainArgs(...))`).
+
+Stage 1: each iteration takes one optimizer step on a robot batch (action loss + 0.1 * alignment loss) and one on
+a human-video batch (alignment loss only). Stage 2: robot batches only. The scheduler steps once per optimizer step.
+Distributed: under `torchrun` the global batch is sharded over ranks and gradients are all-reduced (averaged),
+which is DDP's arithmetic; `--train.fsdp` shards parameters with FSDP2 (`fully_shard`) for the paper size on GPUs.
+Resume is exact: model, optimizer, scheduler, RNG states and the data position are restored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import (TRAINER_STATE, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
+                         load_vjepa2_folder, save_checkpoint)
+from .config import TrainConfig, VLAJEPAConfig, get_config
+from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
+                   VideoFolderSource, collate, synthetic_episodes)
+from .model import VLAJEPA, make_model
+from .normalize import compute_stats, load_stats
+from .prompt import load_tokenizer
+
+
+@dataclass
+class TrainArgs:
+    """Command-line arguments of `vla-jepa-train`."""
+
+    out_dir: str = "runs/tiny"
+    preset: str = "tiny"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: str | None = None  # native episode dataset folder (meta.json + episode_*.npz)
+    lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
+    lerobot_cameras: tuple[str, ...] = ()
+    synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
+    video_dir: str | None = None  # human videos for stage 1
+    video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
+    resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
+    init_from: str | None = None  # our checkpoint folder: start from its weights (e.g. stage 1 -> stage 2)
+    public_pt: str | None = None  # released VLA-JEPA .pt to start from
+    qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
+    vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
+    device: str = "cpu"
+    threads: int = 0  # torch threads (0: leave torch's default)
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class GlobalSampler:
+    """Deterministic epoch permutations; hands out global batches; its position is part of the trainer state."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.cursor = n, seed, 0, 0
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.RandomState((self.seed * 7919 + epoch) % 2 ** 32).permutation(self.n)
+
+    def next(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            perm = self._perm(self.epoch)
+            take = min(size - len(out), self.n - self.cursor)
+            out.extend(perm[self.cursor:self.cursor + take].tolist())
+            self.cursor += take
+            if self.cursor >= self.n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.cursor = s["epoch"], s["cursor"]
+
+
+def lr_lambda_factory(tcfg: TrainConfig):
+    """Linear warmup then cosine to min_lr / lr_predictor (HF cosine_with_min_lr applies one ratio to all groups)."""
+    ratio = tcfg.min_lr / tcfg.lr_predictor
+
+    def fn(step: int) -> float:
+        if step < tcfg.warmup_steps:
+            return (step + 1) / tcfg.warmup_steps
+        progress = min(1.0, (step - tcfg.warmup_steps) / max(1, tcfg.total_steps - tcfg.warmup_steps))
+        return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def build_optimizer(model: VLAJEPA, tcfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with per-module learning rates: VLM, action head, predictor (the target encoder is frozen)."""
+    groups = [{"name": "vlm", "params": [p for p in model.vlm.parameters() if p.requires_grad], "lr": tcfg.lr_vlm},
+              {"name": "action_model", "params": [p for p in model.action_model.parameters() if p.requires_grad],
+               "lr": tcfg.lr_action_head}]
+    if model.with_world_model:
+        groups.append({"name": "vj_predictor", "params": list(model.vj_predictor.parameters()),
+                       "lr": tcfg.lr_predictor})
+    opt = torch.optim.AdamW(groups, lr=tcfg.lr_predictor, betas=tcfg.betas, eps=tcfg.eps,
+                            weight_decay=tcfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(tcfg))
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks in one flat buffer (DDP's arithmetic, deterministic order)."""
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def train_step(model: VLAJEPA, micro_batches: list[dict], kind: str, tcfg: TrainConfig, local_size: int,
+               device: torch.device) -> dict[str, float]:
+    """Forward/backward over micro-batches (grads accumulate, weighted by micro-batch size); returns mean losses."""
+    totals: dict[str, float] = {}
+    for mb in micro_batches:
+        mb = {k: v.to(device) for k, v in mb.items()}
+        weight = len(mb["input_ids"]) / local_size
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+            if kind == "robot":
+                losses = model.robot_losses(mb, use_wm=tcfg.use_wm_loss)
+                loss = losses["action_loss"]
+                if "wm_loss" in losses:
+                    loss = loss + tcfg.wm_weight_robot * losses["wm_loss"]
+            else:
+                losses = model.video_losses(mb)
+                loss = tcfg.wm_weight_video * losses["wm_loss"]
+        (loss * weight).backward()
+        losses["loss"] = loss
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) * weight
+    return totals
+
+
+def plot_metrics(jsonl: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    keys = [k for k in ("loss", "action_loss", "wm_loss") if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
+    for ax, k in zip(axes, keys):
+        for kind in sorted({r["kind"] for r in rows}):
+            pts = [(r["step"], r[k]) for r in rows if k in r and r["kind"] == kind]
+            if pts:
+                ax.plot(*zip(*pts), label=kind)
+        ax.set_title(k)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.legend()
+    lr_keys = [k for k in rows[0] if k.startswith("lr_")]
+    for k in lr_keys:
+        axes[-1].plot([r["step"] for r in rows], [r[k] for r in rows], label=k)
+    axes[-1].set_title("learning rate")
+    axes[-1].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ setup
+
+
+def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
+    if args.data:
+        return NativeEpisodeSource(args.data)
+    if args.lerobot:
+        return LeRobotEpisodeSource(args.lerobot, list(args.lerobot_cameras) or None)
+    if args.synthetic_episodes > 0:
+        return InMemoryEpisodeSource(synthetic_episodes(args.synthetic_episodes, num_views=cfg.num_views,
+                                                        state_dim=max(cfg.state_dim, 1), action_dim=cfg.action_dim,
+                                                        seed=args.train.seed))
+    raise ValueError("no robot data: pass --data, --lerobot or --synthetic-episodes N")
+
+
+def _stats_for(source, args: TrainArgs) -> dict:
+    if args.data and (Path(args.data) / "dataset_statistics.json").exists():
+        return load_stats(Path(args.data) / "dataset_statistics.json")
+    actions, states = [], []
+    for i in range(len(source)):
+        ep = source.load(i)
+        actions.append(ep.actions)
+        states.append(ep.states)
+    return compute_stats(np.concatenate(actions), np.concatenate(states), len(source))
+
+
+def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
+    torch.manual_seed(args.train.seed)
+    if args.init_from:
+        model, _, _, _ = load_checkpoint(args.init_from)
+        return model
+    if args.public_pt:
+        tok_json = Path(args.qwen_folder) / "tokenizer.json" if args.qwen_folder else None
+        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_json, cfg)
+        print(f"loaded {args.public_pt}: {report}")
+        return model
+    tokenizer = load_tokenizer(str(Path(args.qwen_folder) / "tokenizer.json"), cfg.max_action_tokens) \
+        if args.qwen_folder else None
+    model = make_model(cfg, tokenizer)
+    if args.qwen_folder:
+        print(f"Qwen3-VL weights: {load_qwen3vl_folder(model.vlm, args.qwen_folder)}")
+    if args.vjepa_folder:
+        print(f"V-JEPA2 weights: {load_vjepa2_folder(model.vj_encoder, args.vjepa_folder)}")
+    return model
+
+
+def train(args: TrainArgs) -> dict:
+    """Run training; returns {"checkpoint": path, "metrics": last metrics row, "samples_per_s": float}."""
+    tcfg = args.train
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world_env = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_env > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    rank, world = dist_info()
+    if tcfg.batch_size % (world * tcfg.grad_accum_steps) != 0:
+        raise ValueError(f"batch_size={tcfg.batch_size} must divide by world_size*grad_accum_steps="
+                         f"{world * tcfg.grad_accum_steps}")
+    device = torch.device(args.device if not args.device.startswith("cuda") else f"cuda:{rank}")
+    out = Path(args.out_dir)
+    cfg = get_config(args.preset)
+    source = _robot_source(args, cfg)
+
+    if args.resume:
+        model, cfg, stats, _ = load_checkpoint(args.resume)
+    else:
+        model = build_model(args, cfg)
+        cfg = model.cfg
+        stats = _stats_for(source, args)
+    model.to(device).train()
+    if tcfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in list(model.vlm.language_model.layers) + list(model.vlm.visual.blocks):
+            fully_shard(layer)
+    robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats)
+    video_ds = None
+    if tcfg.stage == 1:
+        if not args.video_dir:
+            raise ValueError("stage 1 needs --video-dir (human videos) besides robot data")
+        video_ds = VideoDataset(VideoFolderSource(args.video_dir, args.video_labels), cfg, model.tokenizer,
+                                model.video_layout, window_seed=tcfg.seed)
+    opt, sched = build_optimizer(model, tcfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    robot_sampler = GlobalSampler(len(robot_ds), tcfg.seed)
+    video_sampler = GlobalSampler(len(video_ds), tcfg.seed + 1) if video_ds else None
+    step = 0
+    if args.resume:
+        st = torch.load(Path(args.resume) / TRAINER_STATE, weights_only=False)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        robot_sampler.load_state_dict(st["robot_sampler"])
+        if video_sampler and st.get("video_sampler"):
+            video_sampler.load_state_dict(st["video_sampler"])
+        set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
+        step = st["step"]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    bar = tqdm(total=tcfg.total_steps, initial=step, disable=rank != 0 or not args.progress, desc="train",
+               dynamic_ncols=True)
+    last: dict = {}
+    t_start, samples_done = time.perf_counter(), 0
+    local = tcfg.batch_size // world
+    while step < tcfg.total_steps:
+        kinds = ["robot", "video"] if tcfg.stage == 1 else ["robot"]
+        for kind in kinds:
+            if step >= tcfg.total_steps:
+                break
+            t0 = time.perf_counter()
+            gb = tcfg.video_batch_size if kind == "video" else tcfg.batch_size
+            lb = gb // world
+            sampler, ds = (robot_sampler, robot_ds) if kind == "robot" else (video_sampler, video_ds)
+            idx = sampler.next(gb)
+            mine = list(range(rank * lb, (rank + 1) * lb))
+            samples = []
+            for pos in mine:
+                s = ds[idx[pos]]
+                if kind == "robot":
+                    s["sample_seed"] = torch.tensor(tcfg.seed * 1_000_003 + step * gb + pos, dtype=torch.long)
+                samples.append(s)
+            mb_size = lb // tcfg.grad_accum_steps
+            micro = [collate(samples[i:i + mb_size]) for i in range(0, lb, mb_size)]
+            opt.zero_grad(set_to_none=True)
+            totals = train_step(model, micro, kind, tcfg, lb, device)
+            allreduce_grads(params, world if not tcfg.fsdp else 1)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else torch.tensor(0.)
+            opt.step()
+            sched.step()
+            step += 1
+            if world > 1:  # report global means
+                vec = torch.tensor([totals[k] for k in sorted(totals)], dtype=torch.float64)
+                dist.all_reduce(vec)
+                totals = dict(zip(sorted(totals), (vec / world).tolist()))
+            dt = time.perf_counter() - t0
+            samples_done += gb
+            row = {"step": step, "kind": kind, **{k: round(v, 6) for k, v in totals.items()},
+                   "grad_norm": float(gnorm), "samples_per_s": gb / dt,
+                   **{f"lr_{g['name']}": g["lr"] for g in opt.param_groups}}
+            last = row
+            if rank == 0:
+                if step % tcfg.log_every == 0 or step == tcfg.total_steps:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                bar.set_postfix(loss=f"{totals['loss']:.4f}", sps=f"{gb / dt:.1f}", kind=kind)
+                bar.update(1)
+            if tcfg.save_every and step % tcfg.save_every == 0 and step < tcfg.total_steps:
+                _save(out / f"step_{step:06d}", model, stats, opt, sched, robot_sampler, video_sampler, step, tcfg,
+                      rank, world)
+    bar.close()
+    ckpt = _save(out / f"step_{step:06d}", model, stats, opt, sched, robot_sampler, video_sampler, step, tcfg, rank,
+                 world)
+    if rank == 0 and metrics_path.exists():
+        plot_metrics(metrics_path, out / "metrics.png")
+    elapsed = time.perf_counter() - t_start
+    return {"checkpoint": ckpt, "metrics": last, "samples_per_s": samples_done / max(elapsed, 1e-9), "model": model}
+
+
+def _save(path: Path, model, stats, opt, sched, robot_sampler, video_sampler, step, tcfg, rank, world) -> Path:
+    rngs = [rng_state()]
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, rngs[0])
+        rngs = gathered
+    if rank == 0:
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                 "robot_sampler": robot_sampler.state_dict(),
+                 "video_sampler": video_sampler.state_dict() if video_sampler else None,
+                 "rng": rngs if world > 1 else rngs[0]}
+        save_checkpoint(path, model, stats, state, tcfg)
+        (path.parent / "latest.txt").write_text(path.name)
+    if world > 1:
+        dist.barrier()
+    return path
+
+
+def main() -> None:
+    import tyro
+
+    args = tyro.cli(TrainArgs)
+    result = train(args)
+    rank, _ = dist_info()
+    if rank == 0:
+        print(f"checkpoint: {result['checkpoint']}  samples/s: {result['samples_per_s']:.1f}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
