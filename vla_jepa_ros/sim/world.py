@@ -172,6 +172,7 @@ class SimWorld:
         self._render_thread: int | None = None
         self.layout: Layout | None = None
         self.step_count = 0
+        self._hooks: list[list] = []  # [callback(time_s), period_s, next_due_s]
 
     # ---------------------------------------------------------------- scene
     def _build_scene(self) -> None:
@@ -306,6 +307,17 @@ class SimWorld:
         self.step_count += 1
         # Attribute assignment is atomic under the GIL: readers always see a whole snapshot.
         self._snapshot = PhysicsSnapshot(float(d.time), d.qpos.copy(), d.mocap_pos.copy())
+        for hook in self._hooks:
+            if d.time >= hook[2]:
+                hook[2] = d.time + hook[1]
+                hook[0](float(d.time))
+
+    def add_time_hook(self, callback, period_s: float) -> None:
+        """Call `callback(sim_time_s)` from the physics thread every `period_s` of simulated time (keep it
+        short: it runs inside the 1 kHz loop). The sim node publishes /clock this way."""
+        if not period_s >= 0.001:
+            raise ValueError(f"period_s={period_s} must be >= 0.001 (one physics step)")
+        self._hooks.append([callback, float(period_s), 0.0])
 
     # ---------------------------------------------------------------- public API
     def reset(self, seed: int | None = None, layout: Layout | None = None, wait: bool = True,

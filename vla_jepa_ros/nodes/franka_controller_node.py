@@ -1,0 +1,182 @@
+"""franka_controller: executes action chunks of the running task on a Franka arm through franky.
+
+Chunk -> ChunkExecutor (validation, replacement, watchdog, staleness) -> SafetyEnvelope -> asynchronous
+Cartesian target. Publishes /franka/joint_states, /franka/ee_pose, /franka/state and /diagnostics at
+state_rate_hz. /franka/estop (Bool true) stops the arm at once and refuses motion until released.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+
+from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
+
+from ..core.chunk_executor import ChunkExecutor, ExecutorConfig, Mode, Verdict
+from ..core.geometry import matrix_to_quat, matrix_to_rpy
+from ..core.safety import SafetyConfig, SafetyEnvelope
+from ..core.types import TaskState
+from ..robot.arm import ArmError
+from ..robot.controller import ArmController, ControllerConfig
+from ..robot.franky_arm import FrankyArm, FrankyArmConfig
+from ..ros.conversions import msg_to_chunk
+from ..ros.node_main import run_node
+from ..ros.params import declare_params
+from ..ros.qos import RELIABLE_QOS, STATUS_QOS
+
+_MODES = {Mode.IDLE: RobotState.MODE_IDLE, Mode.EXECUTING: RobotState.MODE_EXECUTING,
+          Mode.HOLDING: RobotState.MODE_HOLDING, Mode.ESTOP: RobotState.MODE_ESTOP}
+JOINT_NAMES = [f"fr3_joint{i}" for i in range(1, 8)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerNodeConfig:
+    control_rate_hz: float = dataclasses.field(default=100.0, metadata={"help": "executor ticks per second"})
+    state_rate_hz: float = dataclasses.field(default=30.0, metadata={"help": "state topics per second"})
+    connect_retry_s: float = dataclasses.field(default=1.0, metadata={"help": "wait between connection attempts (s)"})
+
+    def __post_init__(self) -> None:
+        for name in ("control_rate_hz", "state_rate_hz"):
+            if not 0 < getattr(self, name) <= 1000:
+                raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1000]")
+        if not self.connect_retry_s > 0:
+            raise ValueError(f"connect_retry_s={self.connect_retry_s} must be > 0")
+
+
+def _pose_msg(position_m, quat_xyzw, stamp) -> PoseStamped:
+    pose = PoseStamped()
+    pose.header.stamp, pose.header.frame_id = stamp, "base"
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position_m)
+    o = pose.pose.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in quat_xyzw)
+    return pose
+
+
+class FrankaControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("franka_controller")
+        self.config = declare_params(self, ControllerNodeConfig)
+        self.arm = FrankyArm(declare_params(self, FrankyArmConfig, "arm"))
+        self.controller = ArmController(self.arm, ChunkExecutor(declare_params(self, ExecutorConfig, "executor")),
+                                        SafetyEnvelope(declare_params(self, SafetyConfig, "safety")),
+                                        declare_params(self, ControllerConfig))
+        self._chunk_msg: ActionChunk | None = None
+        self._status: TaskStatus | None = None
+        self._next_connect_s = 0.0
+        control, state = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=control)
+        self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS, callback_group=control)
+        # E-stop acts in its callback (not on the next tick): stopping the arm is the one job that cannot wait.
+        self.create_subscription(Bool, "/franka/estop", self._on_estop, RELIABLE_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self._joint_pub = self.create_publisher(JointState, "/franka/joint_states", RELIABLE_QOS)
+        self._pose_pub = self.create_publisher(PoseStamped, "/franka/ee_pose", RELIABLE_QOS)
+        self._state_pub = self.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
+        self._target_pub = self.create_publisher(PoseStamped, "/franka/target_pose", RELIABLE_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0 / self.config.control_rate_hz, self._control, callback_group=control)
+        self.create_timer(1.0 / self.config.state_rate_hz, self._publish_state, callback_group=state)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=state)
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self._chunk_msg = msg
+
+    def _on_status(self, msg: TaskStatus) -> None:
+        self._status = msg
+
+    def _on_estop(self, msg: Bool) -> None:
+        self.controller.set_estop(bool(msg.data))
+        self.get_logger().warning("e-stop ENGAGED: arm stopped" if msg.data else "e-stop released")
+
+    def _control(self) -> None:
+        if not self.arm.connected:
+            return
+        now = self._now_s()
+        s = self._status
+        self.controller.set_task(s.task_id if s is not None and s.state == TaskState.RUNNING else "", now)
+        msg, self._chunk_msg = self._chunk_msg, None
+        if msg is not None:
+            try:
+                result = self.controller.submit(msg_to_chunk(msg), now)
+            except ValueError as exc:  # malformed message (sizes disagree, bad period)
+                self.controller.executor.rejected += 1
+                self.controller.executor.last_reason = str(exc)
+                self.get_logger().warning(f"chunk {msg.sequence} rejected: {exc}")
+            else:
+                if result.verdict is not Verdict.ACCEPTED:
+                    self.get_logger().warning(f"chunk {msg.sequence} {result.verdict.value}: {result.reason}",
+                                              throttle_duration_sec=2.0)
+        decision = self.controller.tick(now)
+        target = self.controller.report.target
+        if decision.action is not None and target is not None:  # also in dry_run: what would have been sent
+            self._target_pub.publish(_pose_msg(target.position_m, matrix_to_quat(target.rotation),
+                                               self.get_clock().now().to_msg()))
+
+    def _publish_state(self) -> None:
+        if not self.arm.connected:
+            if time.monotonic() >= self._next_connect_s:
+                self._next_connect_s = time.monotonic() + self.config.connect_retry_s
+                try:
+                    self.arm.connect()
+                    self.get_logger().info(f"connected to {self.arm.config.robot_host}")
+                except ArmError as exc:
+                    self.get_logger().warning(str(exc), throttle_duration_sec=10.0)
+            self._state_pub.publish(RobotState(mode=RobotState.MODE_DISCONNECTED, dry_run=self.controller.config.dry_run,
+                                               error="not connected"))
+            return
+        try:
+            st = self.arm.state()
+        except ArmError as exc:
+            self.controller.report.error = str(exc)
+            return
+        stamp = self.get_clock().now().to_msg()
+        r, ex = self.controller.report, self.controller.executor
+        quat = matrix_to_quat(st.rotation)
+        joints = JointState(name=JOINT_NAMES, position=st.q_rad.tolist(), velocity=st.dq_rad_s.tolist())
+        joints.header.stamp = stamp
+        self._joint_pub.publish(joints)
+        self._pose_pub.publish(_pose_msg(st.position_m, quat, stamp))
+        msg = RobotState(mode=RobotState.MODE_FAULT if r.fault else _MODES[r.mode], ee_position_m=st.position_m.tolist(),
+                         ee_orientation_xyzw=quat.tolist(), ee_rpy_rad=matrix_to_rpy(st.rotation).tolist(),
+                         q_rad=st.q_rad.tolist(), dq_rad_s=st.dq_rad_s.tolist(), gripper_width_m=st.gripper_width_m,
+                         gripper_open_commanded=r.gripper_open_commanded, dry_run=self.controller.config.dry_run,
+                         task_id=ex.task_id, steps_executed=ex.steps_executed, steps_clipped=r.steps_clipped,
+                         chunks_rejected=ex.rejected, chunks_stale=ex.stale, last_clip_reason=r.last_clip_reason,
+                         error=r.error)
+        msg.header.stamp = stamp
+        self._state_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        r, ex = self.controller.report, self.controller.executor
+        level = DiagnosticStatus.ERROR if r.fault or not self.arm.connected else (
+            DiagnosticStatus.WARN if ex.estop else DiagnosticStatus.OK)
+        message = r.error or ("not connected" if not self.arm.connected else ("e-stop engaged" if ex.estop else r.mode.value))
+        values = {"task_id": ex.task_id, "chunks_accepted": ex.accepted, "chunks_rejected": ex.rejected,
+                  "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
+                  "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
+                  "recoveries": r.recoveries, "dry_run": self.controller.config.dry_run}
+        status = DiagnosticStatus(level=level, name="franka_controller", message=message, hardware_id=self.arm.config.robot_host,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(diag)
+
+    def close(self) -> None:
+        self.arm.close()
+
+
+def main(args=None) -> int:
+    return run_node(FrankaControllerNode, args, threads=3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
