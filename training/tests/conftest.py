@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny model and synthetic batches (CPU, few threads)."""
+
+import pytest
+import torch
+
+from vla_jepa.config import get_config
+from vla_jepa.model import make_model
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def tiny_cfg():
+    return get_config("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    torch.manual_seed(0)
+    return make_model(tiny_cfg).eval()
