@@ -22,7 +22,6 @@ setup(
     maintainer="vla_jepa_ros developers",
     description="VLA-JEPA policy, Franka controller, task manager and recorder for ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             *[f"{n} = {PACKAGE}.nodes.{n}_node:main" for n in NODES],

@@ -26,12 +26,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || fail "could not create a venv (install python3-venv)"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip, minus the machine-specific "Location ... is ignored" index warnings; keeps pip's exit status
+pip_install() {
+  set +o pipefail
+  "${PIP[@]}" install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
+  local rc=${PIPESTATUS[0]}
+  set -o pipefail
+  return "$rc"
+}
 
 # 2. pinned dependencies (constraints.txt pins every transitive version; torch is the CPU build)
 deps_fp="$(fingerprint requirements/main.txt requirements/constraints.txt)"
 if ! up_to_date deps "$deps_fp"; then
   step "installing pinned dependencies (about 1-2 minutes on a fresh machine)"
-  "${PIP[@]}" install --quiet -r requirements/main.txt -c requirements/constraints.txt \
+  pip_install --quiet -r requirements/main.txt -c requirements/constraints.txt \
     || fail "pip could not install requirements/main.txt (see the pip output above)"
   "$VENV/bin/python" - <<'PY' || fail "torch is not the pinned CPU build"
 import torch
@@ -68,7 +76,7 @@ fi
 pkg_fp="$(fingerprint setup.py setup.cfg training/pyproject.toml)"
 if ! up_to_date packages "$pkg_fp"; then
   step "installing vla_jepa_ros and training/ (vla_jepa) editable"
-  "${PIP[@]}" install --quiet --no-deps --no-build-isolation -e . -e training \
+  PYTHONWARNINGS=ignore pip_install --quiet --no-deps --no-build-isolation -e . -e training \
     || fail "editable install of the project packages failed"
   mark_done packages "$pkg_fp"
 else
