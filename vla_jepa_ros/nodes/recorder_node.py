@@ -1,0 +1,86 @@
+"""recorder: every configured topic, raw (serialized, never deserialized here), into one MCAP bag per task episode.
+
+Callbacks only stamp each message with the ROS clock (sim time in simulation) and queue its bytes; the
+Recorder core (vla_jepa_ros/recording) writes them on its own thread, follows /vla/task_status to open and
+close episodes, splits, guards the disk and counts drops. /diagnostics carries its state.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ..recording.config import STATUS_TOPIC, STATUS_TYPE, RecorderConfig, TopicSpec
+from ..recording.recorder import Recorder
+from ..ros.node_main import run_node
+from ..ros.params import declare_params
+
+# Subscription QoS by kind; deeper than the publishers' so bursts wait in DDS rather than being overwritten.
+SUB_QOS = {
+    "best_effort": QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                              durability=DurabilityPolicy.VOLATILE),
+    "reliable": QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.VOLATILE),
+    "transient_local": QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                                  durability=DurabilityPolicy.TRANSIENT_LOCAL),
+}
+LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
+
+
+def message_class(msgtype: str):
+    """'pkg/msg/Type' -> the generated Python class. Raises ValueError naming the type."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"message type {msgtype!r} is not importable in this environment "
+                         f"(is the {package} package installed?)") from None
+
+
+class RecorderNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("recorder", **node_kwargs)
+        config = declare_params(self, RecorderConfig)
+        specs = list(config.topic_specs)
+        if STATUS_TOPIC not in {s.name for s in specs}:  # always followed (episodes), recorded only if listed
+            specs.append(TopicSpec(STATUS_TOPIC, STATUS_TYPE))
+        classes = {s.name: message_class(s.msgtype) for s in specs}
+        self.recorder = Recorder(config, log=self._log).start()
+        self._clock = self.get_clock()
+        for spec in specs:
+            self.create_subscription(classes[spec.name], spec.name, functools.partial(self._on_raw, spec.name),
+                                     SUB_QOS[spec.resolved_qos], raw=True)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(f"recording {len(config.topics)} topics into {self.recorder.output_dir} "
+                               f"({'every task' if config.record_all_tasks else 'tasks with record: true'})")
+
+    def _on_raw(self, topic: str, data: bytes) -> None:
+        self.recorder.on_message(topic, self._clock.now().nanoseconds, data)
+
+    def _log(self, level: str, message: str) -> None:
+        getattr(self.get_logger(), level)(message)
+
+    def _publish_diagnostics(self) -> None:
+        level, message, values = self.recorder.diagnostics()
+        msg = DiagnosticArray()
+        msg.header.stamp = self._clock.now().to_msg()
+        msg.status = [DiagnosticStatus(level=LEVELS[level], name=f"{self.get_name()}: episode recording",
+                                       message=message, hardware_id="",
+                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
+        self._diag_pub.publish(msg)
+
+    def close(self) -> None:
+        """Called by run_node on SIGINT/SIGTERM: write what is queued and close the open bag cleanly."""
+        self.recorder.close()
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args, threads=2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
