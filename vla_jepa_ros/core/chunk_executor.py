@@ -118,7 +118,8 @@ class ChunkExecutor:
             self._chunk = None
             self._last_sequence = None
             self._last_fresh_s = now_s if task_id else None
-            self.steps_executed = 0
+            if task_id:  # counters are per task (the controller reports them in /franka/state)
+                self.steps_executed = self.accepted = self.rejected = self.stale = 0
 
     def set_estop(self, engaged: bool) -> None:
         """Engaging drops the active chunk at once; chunks are refused until released."""

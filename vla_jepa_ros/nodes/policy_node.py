@@ -58,6 +58,7 @@ class PolicyNode(Node):
         self._status: TaskStatus | None = None
         self._skipped = ""
         self._last_ms = 0.0
+        self._phase = ""
         for cam in self.config.cameras:
             self.create_subscription(Image, f"/cameras/{cam}/image_raw",
                                      lambda msg, cam=cam: self._images.__setitem__(cam, msg), SENSOR_QOS)
@@ -121,6 +122,10 @@ class PolicyNode(Node):
             return
         chunk = self.policy.infer(obs)
         self._last_ms = chunk.inference_ms
+        phase = getattr(self.policy, "last_phase", "")  # the scripted expert names its phase
+        if phase and phase != self._phase:
+            self._phase = phase
+            self.get_logger().info(f"task {status.task_id}: {phase}")
         self._chunk_pub.publish(chunk_to_msg(chunk))
 
     def _publish_diagnostics(self) -> None:

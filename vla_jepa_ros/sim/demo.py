@@ -44,6 +44,7 @@ class GraphProbe:
         self.frames: list[tuple[float, np.ndarray]] = []
         self.strip_period_s = strip_period_s
         self.record = False
+        self.counters: dict[str, int] = {}
         n = self.node
         n.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         n.create_subscription(RobotState, "/franka/state", self._on_state, RELIABLE_QOS)
@@ -62,6 +63,9 @@ class GraphProbe:
 
     def _on_state(self, msg) -> None:
         self.robot_state = msg
+        if self.record and msg.task_id:  # counters reset when the task ends: keep the episode's largest
+            for key in ("steps_executed", "steps_clipped", "chunks_stale", "chunks_rejected"):
+                self.counters[key] = max(self.counters.get(key, 0), int(getattr(msg, key)))
 
     def _on_clock(self, msg) -> None:
         self.sim_time_s = msg.clock.sec + msg.clock.nanosec * 1e-9
@@ -160,8 +164,8 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
                 with probe.lock:
                     probe.chunks.clear()
                     probe.frames.clear()
+                    probe.counters = {}
                 probe.record = True
-                clips0 = 0
                 sim0, wall0 = probe.sim_time_s, time.monotonic()
                 reply = probe.start_task(instruction, task_timeout_s)
                 if not reply.accepted:
@@ -171,7 +175,7 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
                 probe.record = False
                 wall = time.monotonic() - wall0
                 sim = probe.sim_time_s - sim0
-                st = probe.robot_state
+                counters = dict(probe.counters)
                 with probe.lock:
                     chunks = list(probe.chunks)
                     frames = [f for _, f in probe.frames]
@@ -182,10 +186,8 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
                 r = {"episode": k, "seed": seed + k, "task_id": reply.task_id, "outcome": outcome,
                      "success": final.state == 2, "task_elapsed_s": float(final.elapsed_s), "sim_s": sim,
                      "wall_s": wall, "real_time_factor": sim / wall if wall > 0 else 0.0, "chunks": len(chunks),
-                     "steps_executed": int(st.steps_executed) if st else 0,
-                     "steps_clipped": int(st.steps_clipped) - clips0 if st else 0,
-                     "chunks_stale": int(st.chunks_stale) if st else 0,
-                     "chunks_rejected": int(st.chunks_rejected) if st else 0,
+                     **{k: counters.get(k, 0) for k in ("steps_executed", "steps_clipped", "chunks_stale",
+                                                        "chunks_rejected")},
                      "inference_ms_p50": float(np.median(infer)),
                      "chunk_age_at_receipt_ms_p50": float(np.median(ages)),
                      "chunk_age_at_receipt_ms_p95": float(np.percentile(ages, 95)),
