@@ -1,0 +1,145 @@
+"""`TorchBackend`: the torch model itself (CPU or CUDA; bf16 on GPU; SDPA flash attention; optional
+torch.compile and CUDA graphs). Loads the bundle's inference-only checkpoint (`torch/`)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import numpy as np
+
+from .bundle import Bundle
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_SDPA = ("flash", "efficient", "cudnn", "math", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchBackendConfig:
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 on CPU
+    num_threads: int = 1  # CPU intra-op threads (torch.set_num_threads); 0 = leave torch's default
+    sdpa: str = "flash"  # preferred scaled_dot_product_attention kernel on CUDA (falls back in order if ineligible)
+    compile: bool = False  # torch.compile the prefix and head
+    cuda_graphs: bool = False  # capture prefix and head as CUDA graphs with static I/O buffers (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} must be one of {_DTYPES}")
+        if self.sdpa not in _SDPA:
+            raise ValueError(f"sdpa={self.sdpa!r} must be one of {_SDPA}")
+        if self.cuda_graphs and not self.device.startswith("cuda"):
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, got device={self.device!r}")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads={self.num_threads} must be >= 0")
+
+
+def _sdpa_context(preferred: str):
+    """Enable SDPA kernels with `preferred` first (flash cannot take an attention mask; others then serve)."""
+    if preferred == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    backends = [order[preferred]] + [b for k, b in order.items() if k != preferred]
+    try:
+        return sdpa_kernel(backends, set_priority=True)
+    except TypeError:  # older torch without set_priority
+        return sdpa_kernel(backends)
+
+
+class TorchBackend:
+    """Runs VLA-JEPA's inference path in torch as two stages: VLM prefix, then the Euler-integrated DiT head."""
+
+    name = "torch"
+
+    def __init__(self, model, config: TorchBackendConfig = TorchBackendConfig()) -> None:
+        """model: a vla_jepa VLAJEPA (the world model may be absent)."""
+        import torch
+        from vla_jepa.model import HeadModule, PrefixModule
+
+        self.config = config
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={config.device!r} but torch.cuda.is_available() is False")
+        if self.device.type == "cpu" and config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if self.device.type == "cuda" else "float32")
+        self.dtype = getattr(torch, dtype)
+        self.cfg = model.cfg
+        model = model.eval().to(device=self.device, dtype=self.dtype)
+        self.prefix = PrefixModule(model).eval()
+        self.head = HeadModule(model).eval()
+        self._torch = torch
+        if config.compile:
+            self.prefix = torch.compile(self.prefix, mode="max-autotune-no-cudagraphs", fullgraph=False)
+            self.head = torch.compile(self.head, mode="max-autotune-no-cudagraphs", fullgraph=False)
+        self._graphs = None  # (prefix graph, head graph, static inputs, static embodied, static out)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, config: TorchBackendConfig = TorchBackendConfig()) -> "TorchBackend":
+        from vla_jepa.checkpoint import load_checkpoint
+
+        if bundle.torch_checkpoint is None:
+            raise ValueError(f"bundle {bundle.manifest.model_id!r} has no torch checkpoint (export without "
+                             "--no-torch-weights to include one)")
+        model, _, _, _ = load_checkpoint(bundle.torch_checkpoint, with_world_model=False)
+        return cls(model, config)
+
+    def _tensor(self, name: str, value: np.ndarray):
+        t = self._torch.from_numpy(np.ascontiguousarray(value)).to(self.device, non_blocking=True)
+        return t if t.dtype == self._torch.int64 else t.to(self.dtype)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+        torch = self._torch
+        with torch.inference_mode(), _sdpa_context(self.config.sdpa if self.device.type == "cuda" else "auto"):
+            x = {k: self._tensor(k, v) for k, v in inputs.items()}
+            if self.config.cuda_graphs:
+                return self._run_graphs(x)
+            t0 = time.perf_counter()
+            embodied = self.prefix(x["images"], x["input_ids"], x["attention_mask"])  # (1, 32, D)
+            self._sync()
+            t1 = time.perf_counter()
+            actions = self.head(embodied, x["state"], x["noise"])  # (1, horizon, action_dim)
+            out = actions.float().cpu().numpy()
+            t2 = time.perf_counter()
+        return out, {"prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
+
+    def _run_graphs(self, x: dict) -> tuple[np.ndarray, dict[str, float]]:
+        torch = self._torch
+        if self._graphs is None:
+            self._capture(x)
+        g_prefix, g_head, static = self._graphs
+        for k, v in x.items():
+            static[k].copy_(v)
+        t0 = time.perf_counter()
+        g_prefix.replay()
+        self._sync()
+        t1 = time.perf_counter()
+        g_head.replay()
+        out = static["actions"].float().cpu().numpy()
+        t2 = time.perf_counter()
+        return out, {"prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
+
+    def _capture(self, x: dict) -> None:
+        """Warm up on a side stream, then capture prefix and head with static buffers (shapes are fixed)."""
+        torch = self._torch
+        static = {k: v.clone() for k, v in x.items()}
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                emb = self.prefix(static["images"], static["input_ids"], static["attention_mask"])
+                self.head(emb, static["state"], static["noise"])
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        g_prefix, g_head = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g_prefix):
+            static["embodied"] = self.prefix(static["images"], static["input_ids"], static["attention_mask"])
+        with torch.cuda.graph(g_head):
+            static["actions"] = self.head(static["embodied"], static["state"], static["noise"])
+        self._graphs = (g_prefix, g_head, static)
