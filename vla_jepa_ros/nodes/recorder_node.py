@@ -6,10 +6,12 @@ close episodes, splits, guards the disk and counts drops. /diagnostics carries i
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -22,7 +24,7 @@ from ..ros.params import declare_params
 SUB_QOS = {
     "best_effort": QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                               durability=DurabilityPolicy.VOLATILE),
-    "reliable": QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+    "reliable": QoSProfile(depth=500, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.VOLATILE),
     "transient_local": QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                   durability=DurabilityPolicy.TRANSIENT_LOCAL),
@@ -34,10 +36,14 @@ def message_class(msgtype: str):
     """'pkg/msg/Type' -> the generated Python class. Raises ValueError naming the type."""
     package, _, name = msgtype.split("/")
     try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
-    except (ImportError, AttributeError):
-        raise ValueError(f"message type {msgtype!r} is not importable in this environment "
-                         f"(is the {package} package installed?)") from None
+        module = importlib.import_module(f"{package}.msg")
+    except ImportError:
+        raise ValueError(f"message type {msgtype!r}: package {package!r} is not installed") from None
+    if not isinstance(getattr(module, name, None), type):
+        close = difflib.get_close_matches(name, [n for n in dir(module) if n[:1].isupper()], n=1)
+        hint = f" (did you mean {package}/msg/{close[0]}?)" if close else ""
+        raise ValueError(f"message type {msgtype!r}: {package} has no message {name!r}{hint}")
+    return getattr(module, name)
 
 
 class RecorderNode(Node):
@@ -51,8 +57,11 @@ class RecorderNode(Node):
         self.recorder = Recorder(config, log=self._log).start()
         self._clock = self.get_clock()
         for spec in specs:
+            events = SubscriptionEventCallbacks(  # DDS-level losses are counted too; a QoS mismatch is loud
+                message_lost=functools.partial(self._on_lost, spec.name),
+                incompatible_qos=functools.partial(self._on_incompatible, spec))
             self.create_subscription(classes[spec.name], spec.name, functools.partial(self._on_raw, spec.name),
-                                     SUB_QOS[spec.resolved_qos], raw=True)
+                                     SUB_QOS[spec.resolved_qos], raw=True, event_callbacks=events)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f"recording {len(config.topics)} topics into {self.recorder.output_dir} "
@@ -60,6 +69,14 @@ class RecorderNode(Node):
 
     def _on_raw(self, topic: str, data: bytes) -> None:
         self.recorder.on_message(topic, self._clock.now().nanoseconds, data)
+
+    def _on_lost(self, topic: str, info) -> None:
+        self.recorder.on_lost(topic, info.total_count_change)
+
+    def _on_incompatible(self, spec: TopicSpec, info) -> None:
+        self.get_logger().error(f"{spec.name}: a publisher's QoS is incompatible with the recorder's "
+                                f"{spec.resolved_qos} subscription (policy {info.last_policy_kind}); nothing from it "
+                                f"is recorded: set the QoS in the topic entry, e.g. '{spec.name}:{spec.msgtype}:reliable'")
 
     def _log(self, level: str, message: str) -> None:
         getattr(self.get_logger(), level)(message)

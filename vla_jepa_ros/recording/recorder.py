@@ -57,6 +57,7 @@ class Episode:
     start_time_ns: int
     start_wall_s: float
     drop_base: dict[str, int]
+    lost_base: dict[str, int]
     writer: EpisodeWriter | None = None  # kept after the bag is closed: its counts go into the metadata
     instructions: list[str] = dataclasses.field(default_factory=list)
     model_ids: list[str] = dataclasses.field(default_factory=list)
@@ -119,7 +120,8 @@ class Recorder:
         self._log = log or (lambda level, msg: None)
         self._queue = _Queue(config.queue_size)
         self._lock = threading.Lock()
-        self.dropped: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)
+        self.dropped: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # recorder queue full
+        self.lost: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # reported lost by the middleware
         self.received = 0
         self.written = 0
         self.bytes_written = 0
@@ -142,6 +144,11 @@ class Recorder:
         with self._lock:
             self.dropped[topic] = self.dropped.get(topic, 0) + 1
         return False
+
+    def on_lost(self, topic: str, count: int) -> None:
+        """Messages the middleware reports lost before they reached the callback (DDS 'sample lost')."""
+        with self._lock:
+            self.lost[topic] = self.lost.get(topic, 0) + count
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> "Recorder":
@@ -259,8 +266,10 @@ class Recorder:
         self.disk_guard_message = ""
         with self._lock:
             drop_base = dict(self.dropped)
+            lost_base = dict(self.lost)
         episode = Episode(task_id=status.task_id, instruction=status.instruction, bag_dir=self._bag_dir(status.task_id),
-                          start_time_ns=stamp_ns, start_wall_s=time.time(), drop_base=drop_base)
+                          start_time_ns=stamp_ns, start_wall_s=time.time(), drop_base=drop_base,
+                          lost_base=lost_base)
         writer = EpisodeWriter(episode.bag_dir, self.specs, self.store,
                                max_file_size_bytes=int(self.config.max_bag_size_mb * 1e6),
                                max_file_duration_ns=int(self.config.max_bag_duration_s * 1e9),
@@ -344,6 +353,7 @@ class Recorder:
         writer = episode.writer
         with self._lock:
             dropped = {t: self.dropped.get(t, 0) - episode.drop_base.get(t, 0) for t in self.recorded_topics}
+            lost = {t: self.lost.get(t, 0) - episode.lost_base.get(t, 0) for t in self.recorded_topics}
         files = [f.as_dict() for f in writer.files] if writer else []
         end_ns = episode.end_time_ns or (max((f.end_ns or 0) for f in writer.files) if writer else 0)
         return {
@@ -367,6 +377,8 @@ class Recorder:
             "message_counts": dict(writer.counts) if writer else {},
             "dropped_counts": dropped,
             "dropped_total": sum(dropped.values()),
+            "lost_in_transport_counts": lost,  # DDS 'message lost' events (not seen by the recorder at all)
+            "lost_in_transport_total": sum(lost.values()),
             "not_recorded_after_stop": episode.not_recorded,
             "bytes": writer.size_bytes if writer else 0,
             "files": [f["path"] for f in files],
@@ -397,6 +409,7 @@ class Recorder:
         episode = self.episode
         with self._lock:
             dropped_total = sum(self.dropped.values())
+            lost_total = sum(self.lost.values())
             dropped_now = (sum(self.dropped.get(t, 0) - episode.drop_base.get(t, 0) for t in self.recorded_topics)
                            if episode else 0)
         p50, p99 = self.latency_ms()
@@ -405,6 +418,7 @@ class Recorder:
                   "bag": str(episode.bag_dir) if episode else "",
                   "queue": f"{len(self._queue)}/{self.config.queue_size}",
                   "dropped_episode": str(dropped_now), "dropped_total": str(dropped_total),
+                  "lost_in_transport_total": str(lost_total),
                   "messages_written": str(self.written), "bytes_written": str(self.bytes_written),
                   "episodes": str(self.episodes_recorded),
                   "free_disk_mb": f"{free_disk_mb(self.output_dir):.0f}",
