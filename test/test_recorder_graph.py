@@ -94,7 +94,7 @@ class Graph:
         return yaml.safe_load(path.read_text())
 
 
-def test_episode_reads_back_same_bytes_counts_sim_time_and_splits(tmp_path):
+def test_episode_reads_back_same_bytes_counts_sim_time_splits_and_sigint(tmp_path):
     with Graph(tmp_path, graph="sim", max_bag_size_mb=1.0, flush_period_s=0.1) as g:
         clock_pub = g.client.node.create_publisher(Clock, "/clock", 10)
         stop_clock = threading.Event()
@@ -129,9 +129,19 @@ def test_episode_reads_back_same_bytes_counts_sim_time_and_splits(tmp_path):
             time.sleep(0.5)
             assert g.client.call(SetBool, "/vla/finish_task", SetBool.Request(data=True)).success
             meta = g.wait_episode(task_id, "complete")
+            g.bringup.check()
+            # a second episode still running when the graph gets SIGINT: closed cleanly, not truncated
+            second = g.start_task()
+            g.wait_episode(second, "recording")
+            for i in range(5):
+                pubs[JOINTS].publish(sent[JOINTS][i])
+            time.sleep(0.3)
         finally:
             stop_clock.set()
-        g.bringup.check()
+    assert g.bringup.procs["recorder"].returncode == 0
+    interrupted = EpisodeReader(g.out / second)
+    assert not interrupted.truncated and interrupted.metadata["recording_status"] == "interrupted"
+    assert interrupted.message_counts[JOINTS] == interrupted.metadata["message_counts"][JOINTS] == 5
 
     reader = EpisodeReader(g.out / task_id)
     for topic, payloads in sent.items():
