@@ -29,8 +29,12 @@ def tiny_checkpoint() -> Path:
     return save_checkpoint(_ROOT / "tiny_ckpt", model, compute_stats(actions, tag="franka"))
 
 
-@lru_cache(maxsize=None)
 def tiny_bundle(layout: str = "split") -> Path:
+    return _tiny_bundle(layout)
+
+
+@lru_cache(maxsize=None)
+def _tiny_bundle(layout: str) -> Path:
     from vla_jepa_ros.runtime.export import ExportConfig, export_bundle
 
     out = _ROOT / f"bundle_{layout}"

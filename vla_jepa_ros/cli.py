@@ -1,11 +1,16 @@
 """`vla-jepa`: the project's command line. Each command imports only what it needs.
 
     vla-jepa demo [--episodes N]          simulated Franka, one task end to end through the ROS graph
+    vla-jepa export CHECKPOINT OUT_DIR    model bundle (ONNX + manifest), parity-checked against torch
+    vla-jepa build-engine BUNDLE          TensorRT engines for this GPU (cached in BUNDLE/engines)
+    vla-jepa verify-engine BUNDLE         TensorRT vs onnxruntime on the same inputs, with latency
+    vla-jepa bench [--bundle B]           latency per backend: stages, ratio to torch eager, stack overhead
     vla-jepa <command> --help             details of one command
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 from typing import Callable
 
@@ -44,6 +49,209 @@ def _demo(argv: list[str]) -> int:
     result = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir, policy=args.policy,
                       bundle=args.bundle)
     return 0 if result.get("ok", True) else 1
+
+
+@command("export", "checkpoint -> model bundle (ONNX opset 23 with Attention ops, parity-checked, hashed manifest)")
+def _export(argv: list[str]) -> int:
+    p = _parser("export", "Export the inference path (VLM prefix -> embodied states -> Euler-integrated DiT head) "
+                          "of a vla_jepa checkpoint to a model bundle: static-shape ONNX (dynamo, opset 23), "
+                          "onnx.checker, TensorRT op check, then onnxruntime-vs-torch parity on fixed inputs and "
+                          "noise BEFORE anything is written to OUT_DIR.")
+    p.add_argument("checkpoint", help="checkpoint folder (model.safetensors, config.json, stats, tokenizer.json)")
+    p.add_argument("out_dir", help="bundle folder to create")
+    p.add_argument("--layout", default="split", choices=["split", "single"],
+                   help="prefix.onnx + head.onnx (stage timings, same speed) or one policy.onnx")
+    p.add_argument("--cameras", default="front,wrist", help="camera names in the model's view order")
+    p.add_argument("--step-period-s", type=float, default=0.1, help="time between chunk steps on the robot")
+    p.add_argument("--model-id", default="", help="default: vla-jepa-<preset>-<graph hash>")
+    p.add_argument("--embodiment-tag", default="", help="stats entry to use (default: the only one)")
+    p.add_argument("--simplify", action="store_true", help="run onnxslim on the graphs (must be installed)")
+    p.add_argument("--min-cosine", type=float, default=0.999)
+    p.add_argument("--max-abs-error", type=float, default=1e-3, help="bound on the normalised chunk")
+    p.add_argument("--parity-cases", type=int, default=3)
+    p.add_argument("--no-torch-weights", action="store_true", help="leave out torch/ (TorchBackend weights)")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    from .runtime.export import ExportConfig, ParityError, export_bundle
+
+    config = ExportConfig(layout=args.layout, cameras=tuple(c for c in args.cameras.split(",") if c),
+                          step_period_s=args.step_period_s, model_id=args.model_id,
+                          embodiment_tag=args.embodiment_tag, simplify=args.simplify, min_cosine=args.min_cosine,
+                          max_abs_error=args.max_abs_error, parity_cases=args.parity_cases,
+                          torch_weights=not args.no_torch_weights, overwrite=args.overwrite)
+    try:
+        export_bundle(args.checkpoint, args.out_dir, config)
+    except (ParityError, ValueError, FileNotFoundError) as exc:
+        print(f"vla-jepa export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _trt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="model bundle folder")
+    p.add_argument("--precision", default="bf16", choices=["fp16", "bf16", "fp32"])
+    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    p.add_argument("--workspace-gib", type=float, default=4.0)
+    p.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0..5")
+    p.add_argument("--rebuild", action="store_true", help="ignore cached engines")
+
+
+def _trt_config(args):
+    from .runtime.tensorrt_backend import TensorRTConfig
+
+    return TensorRTConfig(precision=args.precision, device=args.device, workspace_gib=args.workspace_gib,
+                          builder_optimization_level=args.opt_level, rebuild=args.rebuild)
+
+
+@command("build-engine", "build (or reuse) the TensorRT engines of a bundle for this GPU (TensorRT >= 10.15)")
+def _build_engine(argv: list[str]) -> int:
+    p = _parser("build-engine", "Build TensorRT engines from the bundle's ONNX into <bundle>/engines, keyed by GPU "
+                                "name + TensorRT version + ONNX SHA-256 + precision, with a timing cache.")
+    _trt_args(p)
+    args = p.parse_args(argv)
+    from .runtime.bundle import load_bundle
+    from .runtime.tensorrt_backend import TensorRTBackend
+
+    try:
+        backend = TensorRTBackend(load_bundle(args.bundle), _trt_config(args))
+    except (RuntimeError, ValueError) as exc:
+        print(f"vla-jepa build-engine: {exc}", file=sys.stderr)
+        return 1
+    for path in backend.engine_paths:
+        print(path)
+    return 0
+
+
+@command("verify-engine", "build the TensorRT engines, compare with onnxruntime on the same inputs, print latency")
+def _verify_engine(argv: list[str]) -> int:
+    p = _parser("verify-engine", "Build (or load) the engines, run TensorRT and onnxruntime on identical inputs, "
+                                 "print cosine / max-abs error and TensorRT latency; exit 1 when outside the limits.")
+    _trt_args(p)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--min-cosine", type=float, default=0.99)
+    p.add_argument("--max-abs-error", type=float, default=0.05)
+    args = p.parse_args(argv)
+    from .runtime.bundle import load_bundle
+    from .runtime.tensorrt_backend import verify_engine
+
+    try:
+        r = verify_engine(load_bundle(args.bundle), _trt_config(args), args.iterations, args.min_cosine,
+                          args.max_abs_error)
+    except (RuntimeError, ValueError) as exc:
+        print(f"vla-jepa verify-engine: {exc}", file=sys.stderr)
+        return 1
+    print(f"TensorRT {r['precision']} vs onnxruntime: cosine {r['cosine']:.6f} (>= {args.min_cosine}), max abs "
+          f"error {r['max_abs_error']:.3e} (<= {args.max_abs_error}); latency median {r['tensorrt_median_ms']:.2f} "
+          f"ms, p99 {r['tensorrt_p99_ms']:.2f} ms -> {'OK' if r['ok'] else 'FAILED'}")
+    return 0 if r["ok"] else 1
+
+
+@command("bench", "policy latency per backend and preset (stage breakdown, ratio to torch eager, stack overhead)")
+def _bench(argv: list[str]) -> int:
+    p = _parser("bench", "Median/p99 latency per backend with the stage breakdown (preprocess, VLM prefix, head "
+                         "steps, postprocess), ratio to torch eager measured in the same run, and the end-to-end "
+                         "latency across processes (image published -> chunk received) minus model time. Prints a "
+                         "table and saves a latency histogram.")
+    p.add_argument("--bundle", default=None, help="bench this bundle (default: export --preset with random weights)")
+    p.add_argument("--preset", default="tiny", help="preset for a random-weight bundle when --bundle is not given")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma list of torch, torch-compile, onnxruntime, tensorrt")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--e2e-seconds", type=float, default=20.0, help="0 skips the across-processes measurement")
+    p.add_argument("--e2e-rate-hz", type=float, default=10.0, help="camera rate for the end-to-end measurement")
+    p.add_argument("--plot", default="bench_latency.png", help="histogram PNG ('' to skip)")
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    from .runtime.bench import BenchConfig, run_bench
+
+    config = BenchConfig(bundle=args.bundle, preset=args.preset,
+                         backends=tuple(b for b in args.backends.split(",") if b), device=args.device,
+                         threads=args.threads, iterations=args.iterations, warmup=args.warmup,
+                         e2e_seconds=args.e2e_seconds, e2e_rate_hz=args.e2e_rate_hz, plot=args.plot,
+                         json_path=args.json)
+    run_bench(config)
+    return 0
+
+
+@command("libero-eval", "evaluate a model bundle on LIBERO / LIBERO-PRO (paper protocol; needs .venv-libero)")
+def _libero_eval(argv: list[str]) -> int:
+    p = _parser("libero-eval", "Run BUNDLE on LIBERO suites under the VLA-JEPA paper's protocol (upright cameras "
+                               "resized to 224 INTER_AREA, 8-d state, 10 wait steps, 7-step chunks open loop, "
+                               "gripper 1-2*(g>0.5)). Writes results.json, results.md (95%% Wilson intervals, "
+                               "LIBERO-Plus-shaped robustness table for LIBERO-PRO suites) and videos/. Run it "
+                               "with .venv-libero/bin/vla-jepa (make libero).")
+    p.add_argument("bundle", help="model bundle folder (manifest.yaml + graphs), e.g. from `vla-jepa export`")
+    p.add_argument("--suite", nargs="+", default=["libero_spatial"],
+                   help="suites: libero_spatial libero_object libero_goal libero_10 libero_90, or LIBERO-PRO "
+                        "variants with _lan _object _swap _task")
+    p.add_argument("--pro", action="store_true", help="also run the four LIBERO-PRO variants of each suite")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--episodes-per-task", type=int, default=50, help="episodes per task (init states 0..N-1)")
+    p.add_argument("--first-init-state", type=int, default=0, help="first fixed init state (held-out splits)")
+    p.add_argument("--workers", type=int, default=1, help="parallel episode processes (0: in this process)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads per worker")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+    p.add_argument("--max-steps", type=int, default=0, help="policy steps per episode (0: the suite's: "
+                                                              "220/280/300/520/400)")
+    p.add_argument("--execute-steps", type=int, default=7, help="steps of each chunk run before re-querying")
+    p.add_argument("--executor", action="store_true",
+                   help="run chunks through the stack's ChunkExecutor on sim time instead of open loop")
+    p.add_argument("--units", default="libero", choices=["libero", "robot"],
+                   help="libero: the bundle speaks LIBERO controller units and the paper's state (released "
+                        "checkpoint, libero-collect data); robot: metres/radians and the stack's state")
+    p.add_argument("--camera-px", type=int, default=256, help="LIBERO render size")
+    p.add_argument("--client-image-px", type=int, default=224, help="INTER_AREA resize before the policy")
+    p.add_argument("--default-rendering", action="store_true",
+                   help="LIBERO's default look (MSAA, shadows, reflections; about 6x slower on CPU)")
+    p.add_argument("--no-video", action="store_true", help="do not save the first episode of each task")
+    p.add_argument("--out-dir", default="libero_out", help="results.json, results.md, videos/")
+    p.add_argument("--factory", default=None,
+                   help="instead of a bundle: 'module:function' returning a policy with infer(observation)")
+    args = p.parse_args(argv)
+    from .libero.evaluate import expand_suites, run_eval
+    from .libero.protocol import ProtocolConfig
+    from .libero.rollout import PolicySpec
+
+    suites = expand_suites(args.suite, args.pro)
+    spec = PolicySpec(factory=args.factory, threads=args.threads) if args.factory else \
+        PolicySpec(bundle=args.bundle, backend=args.backend, threads=args.threads)
+    protocol = ProtocolConfig(suite=suites[0], max_steps=args.max_steps, camera_px=args.camera_px,
+                              client_image_px=args.client_image_px, execute_steps=args.execute_steps,
+                              executor=args.executor, units=args.units, cheap_rendering=not args.default_rendering)
+    report = run_eval(spec, suites, args.out_dir, episodes_per_task=args.episodes_per_task, tasks=args.tasks,
+                      workers=args.workers, protocol=protocol, video=not args.no_video,
+                      first_init_state=args.first_init_state)
+    print((Path(args.out_dir) / "results.md").read_text())
+    return 1 if report["crashed"] else 0
+
+
+@command("libero-collect", "scripted LIBERO demonstrations -> training dataset (+ LeRobot v3); needs .venv-libero")
+def _libero_collect(argv: list[str]) -> int:
+    p = _parser("libero-collect", "Generate scripted pick-and-place demonstrations on LIBERO: states and actions "
+                                  "without cameras, then a bit-exact replay with cameras; only successes are kept. "
+                                  "Writes the training package's native dataset to OUT (and LeRobot v3.0 with "
+                                  "--lerobot DIR). Assets are read from the installed wheels, never copied.")
+    p.add_argument("out", help="output folder (native vla_jepa episode dataset)")
+    p.add_argument("--suite", default="libero_spatial")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--episodes-per-task", type=int, default=10, help="attempts per task (init states)")
+    p.add_argument("--first-init-state", type=int, default=0, help="first init state (keep eval ones held out)")
+    p.add_argument("--image-px", type=int, default=128, help="stored frame size (upright, INTER_AREA)")
+    p.add_argument("--camera-px", type=int, default=256, help="render size before the resize")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--lerobot", default=None, help="also write a LeRobot v3.0 dataset here")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    from .libero.collect import run_collect
+
+    report = run_collect(args.out, suite=args.suite, tasks=args.tasks, episodes_per_task=args.episodes_per_task,
+                         first_init_state=args.first_init_state, image_px=args.image_px, camera_px=args.camera_px,
+                         workers=args.workers, lerobot_dir=args.lerobot, overwrite=args.overwrite)
+    print(report["table"])
+    return 0 if report["kept"] > 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
