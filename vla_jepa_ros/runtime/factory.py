@@ -1,0 +1,53 @@
+"""Build the policy the node's parameters ask for: the scripted expert, or a model bundle on one backend.
+
+The backend is named by a string parameter and maps to one class each; nothing else chooses between them.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendParams:
+    backend: str = "onnxruntime"
+    threads: int = 1  # CPU inference threads (onnxruntime intra-op, torch.set_num_threads)
+    torch_device: str = "cpu"
+    torch_compile: bool = False
+    torch_cuda_graphs: bool = False
+    tensorrt_precision: str = "bf16"
+    seed: int = 0  # flow-matching noise generator
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
+
+
+def make_backend(bundle, params: BackendParams):
+    if params.backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig
+
+        return OnnxRuntimeBackend(bundle, OnnxRuntimeConfig(intra_op_threads=params.threads))
+    if params.backend == "torch":
+        from .torch_backend import TorchBackend, TorchBackendConfig
+
+        return TorchBackend.from_bundle(bundle, TorchBackendConfig(
+            device=params.torch_device, num_threads=params.threads, compile=params.torch_compile,
+            cuda_graphs=params.torch_cuda_graphs))
+    from .tensorrt_backend import TensorRTBackend, TensorRTConfig
+
+    return TensorRTBackend(bundle, TensorRTConfig(precision=params.tensorrt_precision))
+
+
+def make_model_policy(bundle_path: str, params: BackendParams, **expected):
+    """Load + verify the bundle, refuse it when it disagrees with `expected` (check_compatible keys), build the
+    backend and return a ModelPolicy."""
+    from .bundle import check_compatible, load_bundle
+    from .policy import ModelPolicy
+
+    if not bundle_path:
+        raise ValueError("policy=bundle needs the bundle_path parameter (a folder made by `vla-jepa export`)")
+    bundle = load_bundle(bundle_path)
+    check_compatible(bundle.manifest, **expected)
+    return ModelPolicy(bundle, make_backend(bundle, params), seed=params.seed)
