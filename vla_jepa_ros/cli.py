@@ -254,6 +254,28 @@ def _libero_collect(argv: list[str]) -> int:
     return 0 if report["kept"] > 0 else 1
 
 
+@command("bags-to-dataset", "recorded episode bags -> training dataset (+ LeRobot v3), aligned without future leakage")
+def _bags_to_dataset(argv: list[str]) -> int:
+    p = _parser("bags-to-dataset", "Align camera frames, robot state and the executed action chunks of each recorded "
+                                   "episode on the policy's step grid (inputs at or before each step, targets from "
+                                   "the executed chunks), write the training package's dataset to OUT (with "
+                                   "normalisation stats) and a LeRobot v3 copy to OUT/lerobot_v3. Unreadable bags "
+                                   "are reported by name and skipped.")
+    p.add_argument("bags", nargs="+", help="episode bag folders, or folders containing them")
+    p.add_argument("out", help="output dataset folder")
+    p.add_argument("--cameras", nargs="+", default=["front", "wrist"], help="camera names, in model view order")
+    p.add_argument("--image-size-px", type=int, default=0, help="resize frames to this square size (0 = keep)")
+    p.add_argument("--keep-failed", action="store_true", help="also keep episodes whose task did not succeed")
+    p.add_argument("--min-steps", type=int, default=8, help="skip episodes shorter than this")
+    p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    a = p.parse_args(argv)
+    from .dataset.convert import main_from_args
+
+    return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
+                          a.overwrite)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

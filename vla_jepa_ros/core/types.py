@@ -80,3 +80,8 @@ class ActionChunk:
     @property
     def action_dim(self) -> int:
         return int(self.actions.shape[1])
+
+
+def robot_state_vector(ee_position_m, ee_rpy_rad, gripper_width_m: float, gripper_open: bool) -> np.ndarray:
+    """The policy's 8-d state (STATE_DIM_NAMES order) from RobotState-like fields. -> (8,) float32."""
+    return np.array([*ee_position_m, *ee_rpy_rad, gripper_width_m, 1.0 if gripper_open else 0.0], dtype=np.float32)

@@ -1,0 +1,109 @@
+"""bags-to-dataset on synthetic bags with known timestamps: exact samples, no input from the future,
+failed and corrupt episodes handled, LeRobot v3 written."""
+import numpy as np
+import pytest
+import yaml
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
+
+from vla_jepa_interfaces.msg import ActionChunk, RobotState
+from vla_jepa_ros.core.types import ActionChunk as CoreChunk
+from vla_jepa_ros.dataset.convert import ConvertConfig, bags_to_dataset, find_episode_bags
+from vla_jepa_ros.recording.config import TopicSpec
+from vla_jepa_ros.recording.typestore import make_typestore
+from vla_jepa_ros.recording.writer import EpisodeWriter
+from vla_jepa_ros.ros.conversions import chunk_to_msg, rgb_to_image, s_to_stamp
+
+CAM_PERIOD_S, STATE_PERIOD_S, STEP_S = 0.1, 0.05, 0.1
+CHUNK_RECEIVED_S = (0.12, 0.52, 0.92)  # log times at which the controller got each chunk
+END_S = 1.5
+
+
+def _ns(t_s):
+    return int(round(t_s * 1e9))
+
+
+def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube"):
+    topics = [TopicSpec("/cameras/front/image_raw", "sensor_msgs/msg/Image"),
+              TopicSpec("/cameras/wrist/image_raw", "sensor_msgs/msg/Image"),
+              TopicSpec("/franka/state", "vla_jepa_interfaces/msg/RobotState"),
+              TopicSpec("/vla/action_chunk", "vla_jepa_interfaces/msg/ActionChunk")]
+    writer = EpisodeWriter(bag_dir, topics, make_typestore()).open()
+    events = []
+    for k in range(int(END_S / CAM_PERIOD_S) + 1):  # frame k captured at k*0.1, value = k (front) / 100+k
+        t = k * CAM_PERIOD_S
+        for cam, base in (("front", 0), ("wrist", 100)):
+            img = rgb_to_image(np.full((8, 8, 3), base + k, np.uint8), t, cam)
+            events.append((t + 0.01, f"/cameras/{cam}/image_raw", img))  # arrives 10 ms after capture
+    for k in range(int(END_S / STATE_PERIOD_S) + 1):
+        t = 0.025 + k * STATE_PERIOD_S
+        st = RobotState(gripper_width_m=0.08, gripper_open_commanded=True)
+        st.header.stamp = s_to_stamp(t)
+        st.ee_position_m = [t, 0.0, 0.3]  # x encodes the state's own stamp
+        events.append((t, "/franka/state", st))
+    for c, received in enumerate(CHUNK_RECEIVED_S):
+        actions = np.zeros((7, 7), np.float32)
+        actions[:, 0] = 10 * (c + 1) + np.arange(7)  # dx encodes (chunk, row)
+        actions[:, 6] = 1.0 if c < 2 else 0.0
+        msg = chunk_to_msg(CoreChunk(actions, STEP_S, stamp_s=received - 0.05, task_id="t", sequence=c))
+        events.append((received, "/vla/action_chunk", msg))
+    for t, topic, msg in sorted(events, key=lambda e: e[0]):
+        writer.write(topic, _ns(t), serialize_message(msg))
+    writer.close({})
+    (bag_dir / "episode.yaml").write_text(yaml.safe_dump(
+        {"task_id": bag_dir.name, "instruction": instruction, "outcome": outcome, "end_time_ns": _ns(END_S)}))
+    return bag_dir
+
+
+def test_synthetic_bag_gives_exactly_the_expected_samples(tmp_path):
+    from vla_jepa.data import NativeEpisodeSource
+
+    write_bag(tmp_path / "bags" / "task-0001")
+    reports = bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", ConvertConfig(min_steps=2), progress=False)
+    assert [r.kept for r in reports] == [True]
+    source = NativeEpisodeSource(tmp_path / "ds")
+    ep = source.load(0)
+    # grid starts when every input exists: frames at 0.0, first state at 0.025 -> t0 = 0.025; ends at 1.5
+    times = 0.025 + STEP_S * np.arange(ep.actions.shape[0])
+    assert times[-1] <= END_S + 1e-9 < times[-1] + STEP_S
+    for k, t in enumerate(times):
+        frame_k = int(np.floor(t / CAM_PERIOD_S + 1e-9))  # latest frame captured at or before t
+        assert ep.frames[k, 0, 0, 0, 0] == frame_k and ep.frames[k, 1, 0, 0, 0] == 100 + frame_k
+        state_stamp = ep.states[k, 0]
+        assert state_stamp <= t + 1e-6 and t - state_stamp < STATE_PERIOD_S  # latest state, never future
+        # command executed at t: latest chunk received at or before t, row by elapsed steps, else hold
+        started = [r for r in CHUNK_RECEIVED_S if r <= t + 1e-9]
+        if not started:
+            assert ep.actions[k, 0] == 0 and ep.actions[k, 6] == 1.0
+        else:
+            c, r = len(started) - 1, int(np.floor((t - started[-1]) / STEP_S + 1e-9))
+            assert r < 7 or c == 2
+            expected = 10 * (c + 1) + r if r < 7 else 0.0
+            assert ep.actions[k, 0] == pytest.approx(expected)
+    assert ep.instruction == "pick up the red cube"
+    assert (tmp_path / "ds" / "lerobot_v3" / "meta" / "info.json").exists()
+    assert (tmp_path / "ds" / "dataset_statistics.json").exists()
+
+
+def test_failed_and_corrupt_bags_are_reported_and_skipped(tmp_path):
+    bags = tmp_path / "bags"
+    write_bag(bags / "task-0001")
+    write_bag(bags / "task-0002", outcome="FAILED")
+    corrupt = bags / "task-0003"
+    corrupt.mkdir()
+    (corrupt / "task-0003_0.mcap").write_bytes(b"\x89MCAP0\r\n" + b"\x00garbage" * 50)
+    assert len(find_episode_bags([bags])) == 3
+    reports = {r.bag.rsplit("/", 1)[1]: r for r in
+               bags_to_dataset([bags], tmp_path / "ds", ConvertConfig(min_steps=2, lerobot=False), progress=False)}
+    assert reports["task-0001"].kept
+    assert not reports["task-0002"].kept and "FAILED" in reports["task-0002"].reason
+    assert not reports["task-0003"].kept and "task-0003_0.mcap" in reports["task-0003"].reason
+    reports = bags_to_dataset([bags], tmp_path / "ds2", ConvertConfig(min_steps=2, keep_failed=True, lerobot=False),
+                              progress=False)
+    assert sum(r.kept for r in reports) == 2
+
+
+def test_nothing_kept_is_an_error_naming_each_bag(tmp_path):
+    write_bag(tmp_path / "bags" / "task-0009", outcome="CANCELED")
+    with pytest.raises(ValueError, match="task-0009: outcome CANCELED"):
+        bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", progress=False)
