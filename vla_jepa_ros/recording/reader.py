@@ -280,3 +280,4 @@ def _qos_kind(profiles: list | None) -> str:
     if p.get("durability") == "transient_local":
         return "transient_local"
     return "best_effort" if p.get("reliability") == "best_effort" else "reliable"
+

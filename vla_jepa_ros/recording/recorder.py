@@ -126,7 +126,7 @@ class Recorder:
         self.written = 0
         self.bytes_written = 0
         self.episodes_recorded = 0
-        self.latencies_ns: collections.deque = collections.deque(maxlen=200_000)  # receive -> in the file
+        self.latencies_ns: collections.deque = collections.deque(maxlen=50_000)  # receive -> in the file
         self.episode: Episode | None = None
         self.last_episode: dict | None = None
         self.disk_guard_message = ""
@@ -152,7 +152,14 @@ class Recorder:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> "Recorder":
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"output_dir {str(self.output_dir)!r} cannot be created: {exc}") from None
+        free_mb = free_disk_mb(self.output_dir)
+        if free_mb < self.config.min_free_disk_mb:
+            self._log("warning", f"only {free_mb:.0f} MB free under {self.output_dir} < min_free_disk_mb="
+                                 f"{self.config.min_free_disk_mb:.0f}: tasks will not be recorded until space is freed")
         if self._repair_on_start:
             self.repair_leftovers()
         self._thread.start()
@@ -240,7 +247,8 @@ class Recorder:
         state = TaskState(status.state)
         episode = self.episode
         if episode is not None and status.task_id != episode.task_id:
-            self._finish("superseded", f"task {status.task_id!r} started before task {episode.task_id!r} ended")
+            self._finish("superseded", f"a status of task {status.task_id!r} ({TaskState(status.state).name}) arrived "
+                                       f"before task {episode.task_id!r} ended (task_manager restarted?)")
             episode = None
         if (episode is None and state == TaskState.RUNNING and status.task_id not in self._finished_task_ids
                 and (status.record or self.config.record_all_tasks)):
@@ -281,6 +289,7 @@ class Recorder:
             self._finished_task_ids.append(status.task_id)
             return None
         self.episode = episode
+        self.error_message = ""  # a new bag is open and writing: earlier errors are in the logs and old metadata
         self._write_episode_yaml(episode)
         self._log("info", f"recording task {status.task_id!r} ({status.instruction!r}) into {episode.bag_dir}")
         return episode
