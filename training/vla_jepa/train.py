@@ -43,6 +43,7 @@ class TrainArgs:
     lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
     lerobot_cameras: tuple[str, ...] = ()
     synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
+    synthetic_length: int = 24
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -204,7 +205,7 @@ def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
     if args.lerobot:
         return LeRobotEpisodeSource(args.lerobot, list(args.lerobot_cameras) or None)
     if args.synthetic_episodes > 0:
-        return InMemoryEpisodeSource(synthetic_episodes(args.synthetic_episodes, num_views=cfg.num_views,
+        return InMemoryEpisodeSource(synthetic_episodes(args.synthetic_episodes, length=args.synthetic_length, num_views=cfg.num_views,
                                                         state_dim=max(cfg.state_dim, 1), action_dim=cfg.action_dim,
                                                         seed=args.train.seed))
     raise ValueError("no robot data: pass --data, --lerobot or --synthetic-episodes N")

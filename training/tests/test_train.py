@@ -1,0 +1,64 @@
+"""Training: overfitting, exact resume, stage 1 alternation, the no-JEPA ablation flag."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vj_helpers import write_video_folder
+from vla_jepa.config import TrainConfig
+from vla_jepa.train import TrainArgs, lr_lambda_factory, train
+
+
+def _args(tmp_path, name, **train_kw):
+    tc = dict(total_steps=4, batch_size=4, warmup_steps=2, lr_vlm=1e-3, lr_action_head=1e-3, lr_predictor=1e-3,
+              min_lr=1e-4)
+    tc.update(train_kw)
+    return TrainArgs(out_dir=str(tmp_path / name), synthetic_episodes=2, train=TrainConfig(**tc), progress=False)
+
+
+def test_tiny_overfits_small_dataset(tmp_path):
+    args = _args(tmp_path, "overfit", total_steps=150, batch_size=4, warmup_steps=5, min_lr=1e-4, use_wm_loss=False)
+    args.synthetic_episodes, args.synthetic_length = 1, 8
+    train(args)
+    rows = [json.loads(x) for x in (tmp_path / "overfit" / "metrics.jsonl").read_text().splitlines()]
+    first = sum(r["action_loss"] for r in rows[:5]) / 5
+    last = sum(r["action_loss"] for r in rows[-10:]) / 10
+    assert last < first / 6, f"action loss {first:.3f} -> {last:.3f}"
+    assert (tmp_path / "overfit" / "metrics.png").exists()
+    assert "wm_loss" not in rows[-1]  # ablation flag: no JEPA objective
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = train(_args(tmp_path, "full", total_steps=4, save_every=2))
+    resumed = train(TrainArgs(out_dir=str(tmp_path / "resumed"), synthetic_episodes=2,
+                              train=_args(tmp_path, "x", total_steps=4).train, progress=False,
+                              resume=str(tmp_path / "full" / "step_000002")))
+    a = load_file(str(full["checkpoint"] / "model.safetensors"))
+    b = load_file(str(resumed["checkpoint"] / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in ra[2:]] == [r["loss"] for r in rb]
+    sa = torch.load(full["checkpoint"] / "trainer_state.pt", weights_only=False)
+    sb = torch.load(resumed["checkpoint"] / "trainer_state.pt", weights_only=False)
+    assert sa["robot_sampler"] == sb["robot_sampler"] and sa["scheduler"] == sb["scheduler"]
+
+
+def test_stage1_alternates_robot_and_video_batches(tmp_path):
+    videos = write_video_folder(tmp_path / "videos")
+    args = _args(tmp_path, "stage1", stage=1, total_steps=4, batch_size=2, video_batch_size=2)
+    args.video_dir = str(videos)
+    train(args)
+    rows = [json.loads(x) for x in (tmp_path / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["robot", "video", "robot", "video"]
+    assert "action_loss" in rows[0] and "action_loss" not in rows[1] and "wm_loss" in rows[1]
+
+
+def test_schedule_warmup_then_cosine_to_min():
+    tc = TrainConfig(total_steps=100, warmup_steps=10, lr_predictor=3e-5, min_lr=1e-6)
+    f = lr_lambda_factory(tc)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(1e-6 / 3e-5) and f(55) < f(20)
