@@ -73,6 +73,8 @@ class Graph:
     def __exit__(self, *exc) -> None:
         self.client.close()
         self.bringup.stop()
+        log = (self.bringup.log_dir / "recorder.log").read_text()
+        assert "Traceback" not in log, self.bringup.log_tail("recorder", 40)
 
     def publisher(self, msg_type, topic: str, qos=10):
         pub = self.client.node.create_publisher(msg_type, topic, qos)

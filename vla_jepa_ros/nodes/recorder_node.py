@@ -79,7 +79,14 @@ class RecorderNode(Node):
                                 f"is recorded: set the QoS in the topic entry, e.g. '{spec.name}:{spec.msgtype}:reliable'")
 
     def _log(self, level: str, message: str) -> None:
-        getattr(self.get_logger(), level)(message)
+        # one call site per severity: rclpy refuses a call site whose severity changes between calls
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(message)
+        elif level == "warning":
+            logger.warning(message)
+        else:
+            logger.info(message)
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.recorder.diagnostics()
