@@ -201,6 +201,12 @@ def test_drops_are_counted_never_silent(tmp_path):
     assert logs[-1][0] == "warning" and "7 dropped" in logs[-1][1]
     assert rec2.last_episode["message_counts"][FRONT] == 3
 
+    rec3, _ = make_recorder(tmp_path / "third", queue_size=100, queue_max_mb=1.0)  # the byte bound
+    rec3.output_dir.mkdir(parents=True)
+    frame = image_bytes(0)  # 150 kB: 6 fit into 1 MB
+    assert [rec3.on_message(FRONT, T0_NS + i, frame) for i in range(8)] == [True] * 6 + [False] * 2
+    assert rec3.dropped[FRONT] == 2
+
 
 def test_disk_guard_refuses_and_stops_with_status(tmp_path, monkeypatch):
     rec, logs = make_recorder(tmp_path, min_free_disk_mb=1e12)  # more than any disk has free
@@ -314,6 +320,7 @@ def test_corrupt_and_missing_bags_name_the_file(tmp_path):
     ({"max_bag_size_mb": 0.5}, "max_bag_size_mb=0.5 must be 0"),
     ({"max_bag_duration_s": 0.2}, "max_bag_duration_s=0.2 must be 0"),
     ({"queue_size": 0}, r"queue_size=0 must be in \[1, 1000000\]"),
+    ({"queue_max_mb": 0.5}, r"queue_max_mb=0.5 must be in \[1, 65536\]"),
     ({"flush_period_s": 30.0}, r"flush_period_s=30.0 must be in \[0.01, 10\]"),
     ({"metadata_period_s": 0.1}, "metadata_period_s=0.1 must be in"),
     ({"min_free_disk_mb": -5.0}, "min_free_disk_mb=-5.0 must be >= 0"),

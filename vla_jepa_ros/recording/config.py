@@ -88,6 +88,9 @@ class RecorderConfig:
     queue_size: int = dataclasses.field(
         default=2000, metadata=_help("messages buffered between the callbacks and the writer thread; "
                                      "a full queue drops (and counts) messages"))
+    queue_max_mb: float = dataclasses.field(
+        default=512.0, metadata=_help("bytes buffered between the callbacks and the writer thread, MB; beyond "
+                                      "this messages are dropped (and counted) too"))
     flush_period_s: float = dataclasses.field(
         default=0.25, metadata=_help("close the pending MCAP chunk and flush to the OS this often, s "
                                      "(bounds what a SIGKILL can lose)"))
@@ -114,6 +117,8 @@ class RecorderConfig:
             raise ValueError(f"max_bag_duration_s={self.max_bag_duration_s} must be 0 (never split) or >= 1")
         if not 1 <= self.queue_size <= 1_000_000:
             raise ValueError(f"queue_size={self.queue_size} must be in [1, 1000000]")
+        if not 1 <= self.queue_max_mb <= 65536:
+            raise ValueError(f"queue_max_mb={self.queue_max_mb} must be in [1, 65536]")
         if not 0.01 <= self.flush_period_s <= 10:
             raise ValueError(f"flush_period_s={self.flush_period_s} must be in [0.01, 10] "
                              f"(a SIGKILL loses up to about this much)")

@@ -72,21 +72,24 @@ class Episode:
 
 
 class _Queue:
-    """Deque with a bound on data items; control items (status messages, stop) always go in."""
+    """Deque bounded in data items and bytes; control items (status messages, stop) always go in."""
 
-    def __init__(self, max_data: int) -> None:
+    def __init__(self, max_data: int, max_bytes: int) -> None:
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._data = 0
+        self._bytes = 0
         self.max_data = max_data
+        self.max_bytes = max_bytes
 
-    def put(self, item, bounded: bool) -> bool:
+    def put(self, item, bounded: bool, size: int = 0) -> bool:
         with self._cond:
             if bounded:
-                if self._data >= self.max_data:
+                if self._data >= self.max_data or self._bytes + size > self.max_bytes:
                     return False
                 self._data += 1
-            self._items.append((bounded, item))
+                self._bytes += size
+            self._items.append(item)
             self._cond.notify()
             return True
 
@@ -96,8 +99,8 @@ class _Queue:
                 self._cond.wait(timeout=max(0.0, timeout_s))
             items = list(self._items)
             self._items.clear()
-            self._data = 0
-            return [item for _, item in items]
+            self._data = self._bytes = 0
+            return items
 
     def __len__(self) -> int:
         return len(self._items)
@@ -118,7 +121,7 @@ class Recorder:
         self.recorded_topics = {s.name for s in self.specs}
         self.action_topics = {s.name for s in self.specs if s.msgtype == ACTION_CHUNK_TYPE}
         self._log = log or (lambda level, msg: None)
-        self._queue = _Queue(config.queue_size)
+        self._queue = _Queue(config.queue_size, int(config.queue_max_mb * 1e6))
         self._lock = threading.Lock()
         self.dropped: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # recorder queue full
         self.lost: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # reported lost by the middleware
@@ -139,7 +142,7 @@ class Recorder:
     def on_message(self, topic: str, stamp_ns: int, data: bytes) -> bool:
         """Queue one serialized message received at `stamp_ns` (ROS clock). False when it was dropped."""
         is_status = topic == STATUS_TOPIC
-        if self._queue.put((topic, stamp_ns, time.monotonic_ns(), data), bounded=not is_status):
+        if self._queue.put((topic, stamp_ns, time.monotonic_ns(), data), bounded=not is_status, size=len(data)):
             return True
         with self._lock:
             self.dropped[topic] = self.dropped.get(topic, 0) + 1
