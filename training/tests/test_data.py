@@ -1,0 +1,154 @@
+"""Data readers: native format, LeRobot v2.1 / v3.0, human-video folders; bad data names the file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vj_helpers import write_mp4, write_video_folder
+from vla_jepa.data import (DataError, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
+                           VideoFolderSource, synthetic_episodes, write_episode_dataset)
+from vla_jepa.normalize import load_stats, normalize_actions, unnormalize_actions
+
+
+def _episodes(n=2, length=10, views=2):
+    return synthetic_episodes(n, length=length, num_views=views, image_size=64)
+
+
+def test_native_roundtrip_and_sample_contract(tmp_path, tiny_model):
+    cfg = tiny_model.cfg
+    eps = _episodes()
+    root = write_episode_dataset(tmp_path / "ds", eps, cameras=["front", "wrist"], fps=10)
+    src = NativeEpisodeSource(root)
+    assert len(src) == 2 and src.episode_length(1) == 10
+    ep = src.load(1)
+    assert np.array_equal(ep.frames, eps[1].frames) and ep.instruction == eps[1].instruction
+    stats = load_stats(root / "dataset_statistics.json")
+    ds = RobotDataset(src, cfg, tiny_model.tokenizer, tiny_model.robot_layout, stats)
+    s = ds[9]  # last step: frame and action indices clamp at the episode end
+    assert s["images"].shape == (cfg.num_views, 3, cfg.image_size, cfg.image_size) and s["images"].dtype == torch.uint8
+    assert s["video"].shape == (2, cfg.num_frames, 3, cfg.vjepa.crop_size, cfg.vjepa.crop_size)
+    assert torch.equal(s["video"][:, 0], s["video"][:, -1])
+    assert s["actions"].shape == (cfg.horizon, cfg.action_dim)
+    assert torch.equal(s["actions"][0], s["actions"][-1])
+    assert s["state"].shape == (cfg.state_dim,)
+
+
+def test_single_camera_is_duplicated(tmp_path, tiny_model):
+    eps = _episodes(1, views=1)
+    root = write_episode_dataset(tmp_path / "ds", eps, cameras=["front"], fps=10)
+    src = NativeEpisodeSource(root)
+    ds = RobotDataset(src, tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout,
+                      load_stats(root / "dataset_statistics.json"))
+    s = ds[0]
+    assert torch.equal(s["images"][0], s["images"][1]) and torch.equal(s["video"][0], s["video"][1])
+
+
+def test_bad_native_data_names_the_file(tmp_path):
+    root = write_episode_dataset(tmp_path / "ds", _episodes(), cameras=["front", "wrist"], fps=10)
+    np.savez(root / "episode_000001.npz", frames=np.zeros((10, 2, 8, 8, 3), np.uint8),
+             state=np.zeros((9, 8), np.float32), actions=np.zeros((10, 7), np.float32))
+    with pytest.raises(DataError, match=r"episode_000001\.npz: lengths differ"):
+        NativeEpisodeSource(root).load(1)
+    (root / "episode_000000.npz").unlink()
+    with pytest.raises(DataError, match=r"episode_000000\.npz: episode file missing"):
+        NativeEpisodeSource(root).load(0)
+    np.savez(root / "episode_000000.npz", frames=np.zeros((10, 2, 8, 8), np.uint8),
+             state=np.zeros((10, 8), np.float32), actions=np.zeros((10, 7), np.float32))
+    with pytest.raises(DataError, match=r"episode_000000\.npz: frames must be uint8 \(T, V, H, W, 3\)"):
+        NativeEpisodeSource(root).load(0)
+    (root / "meta.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"meta\.json: invalid JSON"):
+        NativeEpisodeSource(root)
+
+
+def _write_lerobot_v21(root, eps, fps=10):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cams = ["observation.images.front", "observation.images.wrist"]
+    (root / "meta").mkdir(parents=True)
+    info = {"codebase_version": "v2.1", "fps": fps, "chunks_size": 1000,
+            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+            "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+            "features": {"observation.state": {"dtype": "float32", "shape": [8]},
+                         "action": {"dtype": "float32", "shape": [7]},
+                         **{c: {"dtype": "video", "shape": [64, 64, 3]} for c in cams}}}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    lines = []
+    for i, ep in enumerate(eps):
+        n = len(ep.actions)
+        table = pa.table({"observation.state": [s.tolist() for s in ep.states],
+                          "action": [a.tolist() for a in ep.actions], "episode_index": [i] * n,
+                          "frame_index": list(range(n)), "timestamp": (np.arange(n) / fps).tolist()})
+        path = root / info["data_path"].format(episode_chunk=0, episode_index=i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        for v, c in enumerate(cams):
+            write_mp4(root / info["video_path"].format(episode_chunk=0, video_key=c, episode_index=i),
+                      ep.frames[:, v], fps)
+        lines.append(json.dumps({"episode_index": i, "tasks": [ep.instruction], "length": n}))
+    (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _check_lerobot(src, eps):
+    assert len(src) == len(eps)
+    for i, ep in enumerate(eps):
+        got = src.load(i)
+        assert got.instruction == ep.instruction
+        assert np.allclose(got.actions, ep.actions) and np.allclose(got.states, ep.states)
+        assert got.frames.shape == ep.frames.shape
+        assert np.abs(got.frames.astype(int) - ep.frames.astype(int)).mean() < 6  # lossy video, RGB order kept
+        coloured = np.ptp(ep.frames.astype(int), axis=-1) > 100  # the square's pixels
+        rgb_err = np.abs(got.frames.astype(int) - ep.frames.astype(int))[coloured].mean()
+        bgr_err = np.abs(got.frames[..., ::-1].astype(int) - ep.frames.astype(int))[coloured].mean()
+        assert "green" in ep.instruction or bgr_err > 3 * rgb_err  # RGB order kept (green is R/B-symmetric)
+
+
+def test_lerobot_v21_reader(tmp_path):
+    eps = _episodes()
+    src = LeRobotEpisodeSource(_write_lerobot_v21(tmp_path / "lr", eps))
+    _check_lerobot(src, eps)
+    (tmp_path / "lr" / "videos" / "chunk-000" / "observation.images.wrist" / "episode_000001.mp4").unlink()
+    with pytest.raises(DataError, match=r"episode_000001\.mp4: video file missing"):
+        src.load(1)
+
+
+def test_lerobot_v3_reader_on_the_project_writer(tmp_path):
+    lr3 = pytest.importorskip("vla_jepa_ros.dataset.lerobot_v3")
+    eps = _episodes(3)
+    lr3.write_lerobot_v3(tmp_path / "lr3", [lr3.Episode({"front": e.frames[:, 0], "wrist": e.frames[:, 1]}, e.states,
+                                                        e.actions, e.instruction) for e in eps], fps=10,
+                         state_names=[f"s{i}" for i in range(8)], action_names=[f"a{i}" for i in range(7)])
+    _check_lerobot(LeRobotEpisodeSource(tmp_path / "lr3"), eps)
+
+
+def test_video_folder_reader(tmp_path, tiny_model):
+    root = write_video_folder(tmp_path / "v")
+    src = VideoFolderSource(root)
+    ds = VideoDataset(src, tiny_model.cfg, tiny_model.tokenizer, tiny_model.video_layout)
+    s = ds[0]
+    cfg = tiny_model.cfg
+    assert s["images"].shape == (1, 3, cfg.image_size, cfg.image_size)
+    assert s["video"].shape == (2, cfg.num_frames, 3, cfg.vjepa.crop_size, cfg.vjepa.crop_size)
+    tiny_model.check_prompt(s["input_ids"][None], video_prompt=True)
+    (root / "labels.csv").write_text("100;push\n999;missing video\n")
+    with pytest.raises(DataError, match=r"labels\.csv:2: no video 999"):
+        VideoFolderSource(root)
+
+
+def test_normalisation_roundtrip():
+    from vla_jepa.normalize import compute_stats
+
+    rng = np.random.RandomState(0)
+    a = rng.uniform(-0.05, 0.05, size=(100, 7)).astype(np.float32)
+    a[:, 6] = rng.rand(100) > 0.5
+    stats = compute_stats(a)
+    n = normalize_actions(a, stats)
+    assert n[:, :6].min() >= -1 and n[:, :6].max() <= 1 and set(np.unique(n[:, 6])) <= {0.0, 1.0}
+    back = unnormalize_actions(n, stats)
+    assert np.allclose(back, a, atol=1e-6)
+    out = unnormalize_actions(np.full((1, 7), 3.0), stats)  # clipped to [-1, 1] first
+    assert np.allclose(out[0, :6], np.asarray(stats["franka"]["action"]["max"][:6])) and out[0, 6] == 1.0
