@@ -162,6 +162,7 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--e2e-seconds", type=float, default=20.0, help="0 skips the across-processes measurement")
     p.add_argument("--e2e-rate-hz", type=float, default=10.0, help="camera rate for the end-to-end measurement")
+    p.add_argument("--e2e-size", default="320x240", help="raw camera frame WxH for the end-to-end measurement")
     p.add_argument("--plot", default="bench_latency.png", help="histogram PNG ('' to skip)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     args = p.parse_args(argv)
@@ -170,7 +171,9 @@ def _bench(argv: list[str]) -> int:
     config = BenchConfig(bundle=args.bundle, preset=args.preset,
                          backends=tuple(b for b in args.backends.split(",") if b), device=args.device,
                          threads=args.threads, iterations=args.iterations, warmup=args.warmup,
-                         e2e_seconds=args.e2e_seconds, e2e_rate_hz=args.e2e_rate_hz, plot=args.plot,
+                         e2e_seconds=args.e2e_seconds, e2e_rate_hz=args.e2e_rate_hz,
+                         e2e_width_px=int(args.e2e_size.split("x")[0]), e2e_height_px=int(args.e2e_size.split("x")[1]),
+                         plot=args.plot,
                          json_path=args.json)
     run_bench(config)
     return 0
