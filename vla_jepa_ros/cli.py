@@ -279,6 +279,13 @@ def _bags_to_dataset(argv: list[str]) -> int:
                           a.overwrite)
 
 
+@command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")
+def _bag_info(argv: list[str]) -> int:
+    from .recording.__main__ import main as bag_main
+
+    return bag_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
