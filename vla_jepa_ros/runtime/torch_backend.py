@@ -49,6 +49,31 @@ def _sdpa_context(preferred: str):
         return sdpa_kernel(backends)
 
 
+def _prefix_module(model):
+    """VLM prefix -> embodied states (B, 32, D), as vla_jepa's PrefixModule, but gathering the embodied positions
+    with a device index buffer: indexing with a Python list copies a CPU index to the GPU on every call, which
+    CUDA-graph capture does not allow."""
+    import torch
+    from torch import nn
+
+    class Prefix(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vlm = model.vlm
+            self.layout = model.robot_layout
+            self.register_buffer("image_mean", model.image_mean.clone(), persistent=False)
+            self.register_buffer("image_std", model.image_std.clone(), persistent=False)
+            self.register_buffer("embodied_idx", torch.tensor(self.layout.embodied_positions, dtype=torch.long,
+                                                              device=model.image_mean.device), persistent=False)
+
+        def forward(self, images, input_ids, attention_mask):  # (B, V, 3, H, W), (B, L), (B, L) -> (B, 32, D)
+            pixels = (images - self.image_mean) / self.image_std
+            h = self.vlm(pixels, input_ids, attention_mask, self.layout)
+            return h.index_select(1, self.embodied_idx)
+
+    return Prefix().eval()
+
+
 class TorchBackend:
     """Runs VLA-JEPA's inference path in torch as two stages: VLM prefix, then the Euler-integrated DiT head."""
 
@@ -57,7 +82,7 @@ class TorchBackend:
     def __init__(self, model, config: TorchBackendConfig = TorchBackendConfig()) -> None:
         """model: a vla_jepa VLAJEPA (the world model may be absent)."""
         import torch
-        from vla_jepa.model import HeadModule, PrefixModule
+        from vla_jepa.model import HeadModule
 
         self.config = config
         self.device = torch.device(config.device)
@@ -69,7 +94,7 @@ class TorchBackend:
         self.dtype = getattr(torch, dtype)
         self.cfg = model.cfg
         model = model.eval().to(device=self.device, dtype=self.dtype)
-        self.prefix = PrefixModule(model).eval()
+        self.prefix = _prefix_module(model)
         self.head = HeadModule(model).eval()
         self._torch = torch
         if config.compile:
