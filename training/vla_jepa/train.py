@@ -280,6 +280,8 @@ def train(args: TrainArgs) -> dict:
                                 model.video_layout, window_seed=tcfg.seed)
     opt, sched = build_optimizer(model, tcfg)
     params = [p for g in opt.param_groups for p in g["params"]]
+    # FSDP-sharded parameters (DTensors) are reduce-scattered by FSDP; everything else is averaged here
+    replicated = [p for p in params if type(p).__name__ != "DTensor" and not hasattr(p, "_local_tensor")]
     robot_sampler = GlobalSampler(len(robot_ds), tcfg.seed)
     video_sampler = GlobalSampler(len(video_ds), tcfg.seed + 1) if video_ds else None
     step = 0
@@ -321,7 +323,7 @@ def train(args: TrainArgs) -> dict:
             micro = [collate(samples[i:i + mb_size]) for i in range(0, lb, mb_size)]
             opt.zero_grad(set_to_none=True)
             totals = train_step(model, micro, kind, tcfg, lb, device)
-            allreduce_grads(params, world if not tcfg.fsdp else 1)
+            allreduce_grads(replicated, world)
             gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else torch.tensor(0.)
             opt.step()
             sched.step()
@@ -379,7 +381,8 @@ def main() -> None:
     result = train(args)
     rank, _ = dist_info()
     if rank == 0:
-        print(f"checkpoint: {result['checkpoint']}  samples/s: {result['samples_per_s']:.1f}")
+        print(f"checkpoint: {result['checkpoint']}  samples/s: {result['samples_per_s']:.1f}  "
+              f"world_size={dist_info()[1]}")
     if dist.is_initialized():
         dist.destroy_process_group()
 
