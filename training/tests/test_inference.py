@@ -68,3 +68,21 @@ def test_inference_latency_tiny_one_thread(tiny_model):
             times.append(time.perf_counter() - t)
     torch.set_num_threads(prev)
     assert np.median(times) < 0.25  # budget is ~60 ms on an idle core; generous for a shared CI machine
+
+
+def test_encode_instruction_from_checkpoint_without_torch_state(tmp_path, tiny_model):
+    from vla_jepa.checkpoint import load_checkpoint, save_checkpoint
+    from vla_jepa.prompt import load_prompt_tokenizer
+
+    save_checkpoint(tmp_path / "ck", tiny_model, {"franka": {"action": {"min": [0] * 7, "max": [1] * 7,
+                                                                        "mask": [True] * 6 + [False]}}})
+    _, cfg, _, tok = load_checkpoint(tmp_path / "ck")
+    ids, mask = encode_instruction(tok, "pick up the cube", cfg.max_prompt_len)  # layout from the tokenizer
+    ref_ids, ref_mask = encode_instruction(tiny_model.tokenizer, "pick up the cube", cfg.max_prompt_len, cfg=cfg)
+    assert np.array_equal(ids, ref_ids) and np.array_equal(mask, ref_mask) and ids.shape == (1, cfg.max_prompt_len)
+    ids2, _ = encode_instruction(load_prompt_tokenizer(str(tmp_path / "ck")), "pick up the cube", cfg.max_prompt_len)
+    assert np.array_equal(ids2, ref_ids)
+    import pytest
+
+    with pytest.raises(ValueError, match="needs the prompt layout"):
+        encode_instruction(tiny_model.tokenizer, "pick", cfg.max_prompt_len)

@@ -136,7 +136,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_sta
     tmp.replace(path / WEIGHTS)
     (path / CONFIG).write_text(config_to_json(model.cfg))
     (path / STATS).write_text(json.dumps(stats, indent=2))
-    (path / TOKENIZER).write_text(model.tokenizer.to_str())
+    (path / TOKENIZER).write_text(model.tokenizer.to_str())  # PromptTokenizer delegates to_str
     if train_config is not None:
         (path / TRAIN_CONFIG).write_text(config_to_json(train_config))
     if trainer_state is not None:
@@ -145,7 +145,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_sta
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_world_model: bool = True):
-    """-> (model, config, stats, tokenizer) from a folder written by `save_checkpoint`."""
+    """-> (model, config, stats, tokenizer) from a folder written by `save_checkpoint`.
+
+    The tokenizer is a `prompt.PromptTokenizer` (knows the prompt layout; delegates to `tokenizers.Tokenizer`).
+    """
     from .config import config_from_dict
     from .model import make_model
     from .prompt import load_tokenizer
@@ -163,7 +166,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_w
     if report.missing or report.unexpected:
         raise KeyError(f"{path / WEIGHTS}: {report}")
     stats = json.loads((path / STATS).read_text())
-    return model.to(device), cfg, stats, tokenizer
+    from .prompt import PromptTokenizer
+
+    return model.to(device), cfg, stats, PromptTokenizer(tokenizer, cfg)
 
 
 # ------------------------------------------------------------------------------------------------ released .pt

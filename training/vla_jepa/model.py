@@ -32,6 +32,7 @@ class VLAJEPA(nn.Module):
     def __init__(self, cfg: VLAJEPAConfig, tokenizer: Tokenizer | None = None, with_world_model: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # unwrap a PromptTokenizer
         self.tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(cfg.max_action_tokens)
         if self.tokenizer.get_vocab_size(with_added_tokens=True) > cfg.text.vocab_size:
             raise ValueError(f"tokenizer has {self.tokenizer.get_vocab_size()} tokens > text.vocab_size="

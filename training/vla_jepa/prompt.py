@@ -142,14 +142,50 @@ def layout_for_config(tokenizer: Tokenizer, cfg, video: bool = False) -> PromptL
                        cfg.num_transitions, cfg.latent_tokens_per_step, cfg.num_embodied_tokens, video)
 
 
-def encode_instruction(tokenizer: Tokenizer, instruction: str, max_len: int, num_views: int = 2,
-                       image_tokens_per_view: int = 16, num_transitions: int = 3, latent_per_step: int = 8,
-                       num_embodied: int = 32, cfg=None) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenise a robot instruction into the fixed-length prompt.
+class PromptTokenizer:
+    """A `tokenizers.Tokenizer` that also knows its model's prompt layout (views, image tokens, special tokens).
 
-    Pass `cfg` (a VLAJEPAConfig) to take views/tokens/lengths from it (then `max_len` must match
-    cfg.max_prompt_len). Returns numpy (input_ids (1, L) int64, attention_mask (1, L) int64).
+    Everything else is delegated to the wrapped tokenizer. `load_checkpoint` returns one, so
+    `encode_instruction(tokenizer, instruction, max_len)` needs nothing more.
     """
+
+    def __init__(self, tokenizer: Tokenizer, cfg) -> None:
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
+
+
+def load_prompt_tokenizer(checkpoint_dir: str) -> PromptTokenizer:
+    """Tokenizer + prompt layout of a checkpoint folder, from tokenizer.json and config.json (no torch)."""
+    import json
+    from pathlib import Path
+
+    from .config import config_from_dict
+
+    root = Path(checkpoint_dir)
+    cfg = config_from_dict(json.loads((root / "config.json").read_text()))
+    return PromptTokenizer(load_tokenizer(str(root / "tokenizer.json"), cfg.max_action_tokens), cfg)
+
+
+def encode_instruction(tokenizer: Tokenizer | PromptTokenizer, instruction: str, max_len: int,
+                       cfg=None, num_views: int | None = None, image_tokens_per_view: int | None = None,
+                       num_transitions: int = 3, latent_per_step: int = 8,
+                       num_embodied: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenise a robot instruction into the fixed-length prompt -> (input_ids (1, L), attention_mask (1, L)) int64.
+
+    The layout (views, image tokens per view, ...) comes from `cfg`, or from the tokenizer when it is a
+    `PromptTokenizer` (as returned by load_checkpoint / load_prompt_tokenizer), or from the explicit arguments.
+    `max_len` must equal cfg.max_prompt_len.
+    """
+    if cfg is None and isinstance(tokenizer, PromptTokenizer):
+        cfg = tokenizer.cfg
+    if isinstance(tokenizer, PromptTokenizer):
+        tokenizer = tokenizer.tokenizer
+    if cfg is None and (num_views is None or image_tokens_per_view is None):
+        raise ValueError("encode_instruction needs the prompt layout: pass cfg=..., a PromptTokenizer, or "
+                         "num_views and image_tokens_per_view")
     if cfg is not None:
         if max_len != cfg.max_prompt_len:
             raise ValueError(f"max_len={max_len} disagrees with cfg.max_prompt_len={cfg.max_prompt_len}")
