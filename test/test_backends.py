@@ -139,3 +139,35 @@ def test_torch_cuda_bf16_close_to_cpu(bundle, ort_policy, cuda_graphs):
     got = gpu.infer(_obs(), noise=noise).actions
     cos = float(ref.ravel() @ got.ravel() / (np.linalg.norm(ref) * np.linalg.norm(got)))
     assert cos > 0.99
+
+
+def test_policy_loop_gates_diagnoses_and_counts(bundle):
+    """runtime/policy_loop.py without ROS: task gating, camera refusal, NaN drop, diagnostics values."""
+    from vla_jepa_ros.runtime.policy_loop import PolicyLoop
+
+    loop = PolicyLoop(ModelPolicy(bundle, OnnxRuntimeBackend(bundle, ORT)), ("front", "wrist"), 0.5, 0.1)
+    obs = _obs()
+    assert loop.step(100.0) is None and loop.not_ready == "no running task"
+    loop.set_task("t-9", "pick up the red cube", running=True)
+    assert loop.step(100.0) is None and "no frame yet" in loop.not_ready
+    loop.put_frame("front", obs.images["front"], 99.9)
+    loop.put_frame("wrist", obs.images["wrist"], 99.95)
+    assert loop.step(100.0) is None and "robot state unknown" in loop.not_ready
+    loop.set_state(np.zeros(8, np.float32))
+    chunk = loop.step(100.0)
+    assert chunk is not None and chunk.stamp_s == 99.9 and chunk.task_id == "t-9"
+    assert "camera 'wrist'" in loop.bad_frame("wrist", "truncated data: 3 bytes")
+    d = loop.diagnostics(100.0)
+    assert d.level == "ok" and d.values["chunks"] == "1" and d.values["bad_frames.wrist"] == "1"
+    assert float(d.values["prefix_ms.p50"]) > 0 and "age_at_publish_ms.p99" in d.values
+    d = loop.diagnostics(101.0) if loop.step(101.0) is None else None  # frames now 1 s old
+    assert d.level == "warn" and "old > max_image_age_s=0.5" in d.message
+    nan_loop = PolicyLoop(ModelPolicy(bundle, _NaNBackend(np.nan)), ("front", "wrist"), 0.5, 0.1)
+    nan_loop.set_task("t", "x", True)
+    nan_loop.set_state(np.zeros(8, np.float32))
+    nan_loop.put_frame("front", obs.images["front"], 1.0)
+    nan_loop.put_frame("wrist", obs.images["wrist"], 1.0)
+    assert nan_loop.step(1.0) is None and nan_loop.non_finite == 1
+    assert nan_loop.diagnostics(1.0).values["non_finite_outputs"] == "1"
+    loop.set_task("t-9", "", running=False)
+    assert loop.step(100.0) is None and loop.diagnostics(100.0).message == "idle"

@@ -141,7 +141,7 @@ def build_engine(onnx_path: Path, config: TensorRTConfig, timing_cache_path: Pat
         bconf.set_flag(trt.BuilderFlag.BF16)
     cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
     cache = bconf.create_timing_cache(cache_bytes)
-    bconf.set_timing_cache(cache, ignore_mismatch=False)
+    bconf.set_timing_cache(cache, False)  # (cache, ignore_mismatch)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, bconf)
     if serialized is None:
