@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
-import queue
 import time
 import traceback
 from typing import Any, Callable, Iterable
@@ -46,25 +45,26 @@ class JobDone:
 Runner = Callable[[Job], Any]
 
 
-def _worker(worker_id: int, make_runner: Callable[[], Runner], jobs, results, env: dict) -> None:
+def _worker(worker_id: int, make_runner: Callable[[], Runner], jobs, conn, env: dict) -> None:
+    """Worker loop. Messages go through this worker's own pipe with synchronous sends, so a 'start' is in the
+    parent's hands before the job runs, even if the process dies inside it."""
     os.environ.update(env)
     try:
         runner = make_runner()
     except BaseException:  # noqa: BLE001 - reported to the parent, which stops the run
-        results.put(("init_error", worker_id, None, traceback.format_exc()))
+        conn.send(("init_error", worker_id, None, traceback.format_exc()))
         return
-    results.put(("ready", worker_id, None, None))
     while True:
         job = jobs.get()
         if job is None:
             break
-        results.put(("start", worker_id, job.key, None))
+        conn.send(("start", worker_id, job.key, None))
         try:
             value = runner(job)
         except Exception:  # noqa: BLE001 - any episode error is reported and retried by the parent
-            results.put(("error", worker_id, job.key, traceback.format_exc()))
+            conn.send(("error", worker_id, job.key, traceback.format_exc()))
             continue
-        results.put(("done", worker_id, job.key, value))
+        conn.send(("done", worker_id, job.key, value))
     close = getattr(runner, "close", None)
     if close is not None:
         close()
@@ -82,6 +82,8 @@ def run_jobs(jobs: Iterable[Job], make_runner: Callable[[], Runner], workers: in
     make_runner must be picklable (a module-level function or functools.partial of one) for workers > 0.
     worker_env: environment variables set in each worker before its runner is built (thread limits, MUJOCO_GL).
     """
+    from multiprocessing.connection import wait
+
     jobs = list(jobs)
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
@@ -93,7 +95,7 @@ def run_jobs(jobs: Iterable[Job], make_runner: Callable[[], Runner], workers: in
         return _run_inline(jobs, make_runner, on_result)
 
     ctx = mp.get_context("spawn")  # no forked GL contexts or torch thread pools
-    job_q, result_q = ctx.Queue(), ctx.Queue()
+    job_q = ctx.Queue()
     env = dict(worker_env or {})
     by_key = {j.key: j for j in jobs}
     attempts = {j.key: 0 for j in jobs}
@@ -101,24 +103,41 @@ def run_jobs(jobs: Iterable[Job], make_runner: Callable[[], Runner], workers: in
     outcomes: list[JobDone | JobFailure] = []
     running: dict[int, tuple | None] = {}
     procs: dict[int, Any] = {}
+    conns: dict[int, Any] = {}
     next_id = 0
 
     def spawn() -> None:
         nonlocal next_id
-        p = ctx.Process(target=_worker, args=(next_id, make_runner, job_q, result_q, env), daemon=True)
+        reader, writer = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(next_id, make_runner, job_q, writer, env), daemon=True)
         p.start()
-        procs[next_id] = p
-        running[next_id] = None
+        writer.close()  # the child holds the only writer: EOF on the reader once it is gone
+        procs[next_id], conns[next_id], running[next_id] = p, reader, None
         next_id += 1
+
+    def finish(out) -> None:
+        outcomes.append(out)
+        on_result(out)
 
     def fail_or_retry(key: tuple, error: str) -> None:
         errors[key].append(error)
         if attempts[key] < MAX_ATTEMPTS:
             job_q.put(by_key[key])
         else:
-            out = JobFailure(key, attempts[key], errors[key])
-            outcomes.append(out)
-            on_result(out)
+            finish(JobFailure(key, attempts[key], errors[key]))
+
+    def handle(kind: str, wid: int, key, value) -> None:
+        if kind == "init_error":
+            raise WorkerInitError(f"worker {wid} could not build its policy/env:\n{value}")
+        if kind == "start":
+            running[wid] = key
+            attempts[key] += 1
+        elif kind == "error":
+            running[wid] = None
+            fail_or_retry(key, value)
+        elif kind == "done":
+            running[wid] = None
+            finish(JobDone(key, attempts[key], value, errors[key]))
 
     for j in jobs:
         job_q.put(j)
@@ -126,34 +145,26 @@ def run_jobs(jobs: Iterable[Job], make_runner: Callable[[], Runner], workers: in
         spawn()
     try:
         while len(outcomes) < len(jobs):
-            try:
-                kind, wid, key, value = result_q.get(timeout=poll_s)
-            except queue.Empty:
-                kind = None
-            if kind == "init_error":
-                raise WorkerInitError(f"worker {wid} could not build its policy/env:\n{value}")
-            if kind == "start":
-                running[wid] = key
-                attempts[key] += 1
-            elif kind == "error":
-                running[wid] = None
-                fail_or_retry(key, value)
-            elif kind == "done":
-                running[wid] = None
-                out = JobDone(key, attempts[key], value, errors[key])
-                outcomes.append(out)
-                on_result(out)
-            # a dead worker: its job (if any) crashed; replace the worker
-            for wid, p in list(procs.items()):
-                if not p.is_alive() and len(outcomes) < len(jobs):
-                    _drain(result_q, running, attempts, errors, outcomes, by_key, on_result, fail_or_retry)
-                    key = running.pop(wid, None)
-                    procs.pop(wid)
-                    if key is not None:
-                        fail_or_retry(key, f"worker process died (exit code {p.exitcode}) while running {key}")
-                    elif next_id >= workers + 2 * len(jobs):
-                        raise WorkerInitError(f"workers keep dying before running a job (last exit code "
-                                              f"{p.exitcode}); {next_id} started")
+            ready = wait(list(conns.values()), timeout=poll_s)
+            for wid, conn in list(conns.items()):
+                if conn not in ready:
+                    continue
+                try:
+                    handle(*conn.recv())
+                    continue
+                except EOFError:
+                    pass
+                # the worker is gone (its pipe closed): the job it had started crashed; replace the worker
+                p = procs.pop(wid)
+                conns.pop(wid).close()
+                p.join(5)
+                key = running.pop(wid, None)
+                if key is not None:
+                    fail_or_retry(key, f"worker process died (exit code {p.exitcode}) while running {key}")
+                elif next_id >= workers + 2 * len(jobs):
+                    raise WorkerInitError(f"workers keep dying before running a job (last exit code "
+                                          f"{p.exitcode}); {next_id} started")
+                if len(outcomes) < len(jobs):
                     spawn()
     finally:
         for _ in procs:
@@ -164,27 +175,9 @@ def run_jobs(jobs: Iterable[Job], make_runner: Callable[[], Runner], workers: in
             if p.is_alive():
                 p.terminate()
                 p.join(2)
+        for c in conns.values():
+            c.close()
     return outcomes
-
-
-def _drain(result_q, running, attempts, errors, outcomes, by_key, on_result, fail_or_retry) -> None:
-    """Read messages a dead worker sent before dying (its 'start' may still be queued)."""
-    while True:
-        try:
-            kind, wid, key, value = result_q.get_nowait()
-        except queue.Empty:
-            return
-        if kind == "start":
-            running[wid] = key
-            attempts[key] += 1
-        elif kind == "error":
-            running[wid] = None
-            fail_or_retry(key, value)
-        elif kind == "done":
-            running[wid] = None
-            out = JobDone(key, attempts[key], value, errors[key])
-            outcomes.append(out)
-            on_result(out)
 
 
 def _run_inline(jobs: list[Job], make_runner: Callable[[], Runner], on_result) -> list:
