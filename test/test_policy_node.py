@@ -116,7 +116,7 @@ def _diag_values(client, diags, predicate, timeout_s=10.0, what="diagnostics", r
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def raw_graph(tmp_path_factory):
     b, client, feeder, chunks, diags = _start(tmp_path_factory, "raw")
     try:
@@ -127,75 +127,79 @@ def raw_graph(tmp_path_factory):
         b.stop()
 
 
-def test_chunks_have_right_shapes_and_stamps(raw_graph):
-    b, client, feeder, chunks, _ = raw_graph
-    _wait_chunks(client, chunks, 5, timeout_s=60.0)
-    b.check()
-    sent = set(feeder.sent_stamps)
-    for msg in list(chunks)[-5:]:
-        assert (msg.horizon, msg.action_dim, len(msg.data)) == (7, 7, 49)
-        assert tuple(msg.dim_names) == DELTA_EE_DIM_NAMES and msg.action_space == "franka_delta_ee"
-        assert msg.task_id == "t-1" and msg.model_id.startswith("vla-jepa-tiny-") and msg.inference_ms > 0
-        assert np.isfinite(np.asarray(msg.data)).all()
-        assert round(stamp_to_s(msg.header.stamp), 6) in sent  # the capture time of a frame actually used
-        assert time.time() - stamp_to_s(msg.header.stamp) < 5.0
-    seqs = [m.sequence for m in chunks]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+class TestRawCameras:
+    """One policy process for these tests (class scope: it is stopped before the later tests start graphs of
+    their own on the same topics)."""
+
+    def test_chunks_have_right_shapes_and_stamps(self, raw_graph):
+        b, client, feeder, chunks, _ = raw_graph
+        _wait_chunks(client, chunks, 5, timeout_s=60.0)
+        b.check()
+        sent = set(feeder.sent_stamps)
+        for msg in list(chunks)[-5:]:
+            assert (msg.horizon, msg.action_dim, len(msg.data)) == (7, 7, 49)
+            assert tuple(msg.dim_names) == DELTA_EE_DIM_NAMES and msg.action_space == "franka_delta_ee"
+            assert msg.task_id == "t-1" and msg.model_id.startswith("vla-jepa-tiny-") and msg.inference_ms > 0
+            assert np.isfinite(np.asarray(msg.data)).all()
+            assert round(stamp_to_s(msg.header.stamp), 6) in sent  # the capture time of a frame actually used
+            assert time.time() - stamp_to_s(msg.header.stamp) < 5.0
+        seqs = [m.sequence for m in chunks]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
-@pytest.mark.parametrize("mode, reason", [("stale", "old > max_image_age_s=0.5"),
-                                          ("skewed", "> max_camera_skew_s=0.1")])
-def test_stale_or_skewed_cameras_stop_inference_then_resume(raw_graph, mode, reason):
-    b, client, feeder, chunks, diags = raw_graph
-    _wait_chunks(client, chunks, 1)
-    feeder.mode = mode
-    _diag_values(client, diags, lambda msg, v: reason in msg, timeout_s=10.0, what=f"diagnostics saying {reason!r}")
-    n = len(chunks)
-    time.sleep(1.0)
-    assert len(chunks) <= n + 1  # at most one chunk already in flight
-    feeder.mode = "fresh"
-    _wait_chunks(client, chunks, 3)
-    b.check()
+    @pytest.mark.parametrize("mode, reason", [("stale", "old > max_image_age_s=0.5"),
+                                              ("skewed", "> max_camera_skew_s=0.1")])
+    def test_stale_or_skewed_cameras_stop_inference_then_resume(self, raw_graph, mode, reason):
+        b, client, feeder, chunks, diags = raw_graph
+        _wait_chunks(client, chunks, 1)
+        feeder.mode = mode
+        _diag_values(client, diags, lambda msg, v: reason in msg, timeout_s=10.0, what=f"diagnostics saying {reason!r}")
+        n = len(chunks)
+        time.sleep(1.0)
+        assert len(chunks) <= n + 1  # at most one chunk already in flight
+        feeder.mode = "fresh"
+        _wait_chunks(client, chunks, 3)
+        b.check()
 
 
-@pytest.mark.parametrize("case, make, message", [
-    ("encoding", lambda s: Image(height=H, width=W, encoding="mono16", step=W * 2, data=array.array("B", bytes(W * H * 2))),
-     "unsupported encoding 'mono16'"),
-    ("step", lambda s: Image(height=H, width=W, encoding="rgb8", step=W, data=array.array("B", bytes(W * H * 3))),
-     f"step {W} < width*channels {W * 3}"),
-    ("truncated", lambda s: Image(height=H, width=W, encoding="bgr8", step=W * 3, data=array.array("B", bytes(100))),
-     "truncated data: 100 bytes"),
-    ("size", lambda s: Image(height=60, width=80, encoding="rgb8", step=240, data=array.array("B", bytes(240 * 60))),
-     f"wrong size 80x60, expected {W}x{H}"),
-])
-def test_bad_raw_images_survived_and_counted(raw_graph, case, make, message):
-    b, client, _, chunks, diags = raw_graph
-    before = _diag_values(client, diags, lambda m, v: "bad_frames" in v)["values"]
-    pub = client.node.create_publisher(Image, "/cameras/front/image_raw", SENSOR_QOS)
+    @pytest.mark.parametrize("case, make, message", [
+        ("encoding", lambda s: Image(height=H, width=W, encoding="mono16", step=W * 2, data=array.array("B", bytes(W * H * 2))),
+         "unsupported encoding 'mono16'"),
+        ("step", lambda s: Image(height=H, width=W, encoding="rgb8", step=W, data=array.array("B", bytes(W * H * 3))),
+         f"step {W} < width*channels {W * 3}"),
+        ("truncated", lambda s: Image(height=H, width=W, encoding="bgr8", step=W * 3, data=array.array("B", bytes(100))),
+         "truncated data: 100 bytes"),
+        ("size", lambda s: Image(height=60, width=80, encoding="rgb8", step=240, data=array.array("B", bytes(240 * 60))),
+         f"wrong size 80x60, expected {W}x{H}"),
+    ])
+    def test_bad_raw_images_survived_and_counted(self, raw_graph, case, make, message):
+        b, client, _, chunks, diags = raw_graph
+        before = _diag_values(client, diags, lambda m, v: "bad_frames" in v)["values"]
+        pub = client.node.create_publisher(Image, "/cameras/front/image_raw", SENSOR_QOS)
 
-    def send():
-        msg = make(None)
-        msg.header.stamp = s_to_stamp(time.time())
-        pub.publish(msg)
+        def send():
+            msg = make(None)
+            msg.header.stamp = s_to_stamp(time.time())
+            pub.publish(msg)
 
-    got = _diag_values(client, diags, lambda m, v: message in v.get("last_bad_frame", "") and
-                       int(v["bad_frames.front"]) > int(before.get("bad_frames.front", 0)),
-                       what=f"bad frame {case!r} counted", republish=send)
-    assert "camera 'front'" in got["values"]["last_bad_frame"]
-    _wait_chunks(client, chunks, 2)  # still inferring from the good frames
-    b.check()
+        got = _diag_values(client, diags, lambda m, v: message in v.get("last_bad_frame", "") and
+                           int(v["bad_frames.front"]) > int(before.get("bad_frames.front", 0)),
+                           what=f"bad frame {case!r} counted", republish=send)
+        assert "camera 'front'" in got["values"]["last_bad_frame"]
+        _wait_chunks(client, chunks, 2)  # still inferring from the good frames
+        b.check()
 
 
-def test_diagnostics_report_latency_rate_and_drops(raw_graph):
-    _, client, _, chunks, diags = raw_graph
-    _wait_chunks(client, chunks, 2)
-    v = _diag_values(client, diags, lambda m, v: "model_ms.p50" in v and float(v["rate_hz"]) > 0)["values"]
-    for key in ("preprocess_ms.p50", "preprocess_ms.p99", "prefix_ms.p50", "head_ms.p99", "postprocess_ms.p50",
-                "dropped_frames", "frames_received", "bad_frames", "non_finite_outputs"):
-        assert key in v, key
-    assert 0 < float(v["model_ms.p50"]) <= float(v["model_ms.p99"])
-    assert 2.0 < float(v["rate_hz"]) <= 11.0  # 10 Hz requested
-    assert int(v["dropped_frames"]) > 0  # cameras at 20 Hz, inference at 10 Hz
+    def test_diagnostics_report_latency_rate_and_drops(self, raw_graph):
+        _, client, _, chunks, diags = raw_graph
+        _wait_chunks(client, chunks, 2)
+        v = _diag_values(client, diags, lambda m, v: "model_ms.p50" in v and float(v["rate_hz"]) > 0)["values"]
+        for key in ("preprocess_ms.p50", "preprocess_ms.p99", "prefix_ms.p50", "head_ms.p99", "postprocess_ms.p50",
+                    "dropped_frames", "frames_received", "bad_frames", "non_finite_outputs"):
+            assert key in v, key
+        assert 0 < float(v["model_ms.p50"]) <= float(v["model_ms.p99"])
+        assert 2.0 < float(v["rate_hz"]) <= 11.0  # 10 Hz requested
+        assert int(v["dropped_frames"]) > 0  # cameras at 20 Hz, inference at 10 Hz
 
 
 def test_compressed_cameras_and_bad_jpegs(tmp_path_factory):

@@ -2,9 +2,9 @@
 
 Steps, all in a temporary folder that becomes OUT_DIR only when every check passed:
  1. load the checkpoint (inference path only: VLM + action head);
- 2. export static-shape ONNX with `torch.onnx.export(dynamo=True, opset_version=23)` so attention is the ONNX
-    `Attention` op. Layout "split" (default): prefix.onnx (images + prompt -> 32 embodied states) and head.onnx
-    (embodied + state + noise -> 4 Euler steps -> chunk); layout "single": one policy.onnx. Split costs nothing
+ 2. export static-shape ONNX with the model package's `vla_jepa.export.export_onnx` (torch.onnx.export,
+    dynamo=True, opset 23, so attention is the ONNX `Attention` op). Layout "split" (default): prefix.onnx
+    (images + prompt -> 32 embodied states) and head.onnx (embodied + state + noise -> 4 Euler steps -> chunk); layout "single": one policy.onnx. Split costs nothing
     measurable (see bench) and gives every backend the VLM-prefix / head-steps breakdown;
  3. optional simplification (onnxslim, if installed);
  4. `onnx.checker` with full shape inference; the TensorRT ONNX-parser op check (recorded, not fatal);
@@ -60,17 +60,6 @@ class ExportConfig:
             raise ValueError(f"step_period_s={self.step_period_s} must be > 0")
 
 
-def _graph_modules(model, layout: str):
-    """-> [(name, module, input names, output names)] in execution order."""
-    from vla_jepa.model import HeadModule, PrefixModule
-
-    if layout == "single":
-        return [("policy", model.inference_module().eval(), ["images", "input_ids", "attention_mask", "state", "noise"],
-                 ["actions_normalized"])]
-    return [("prefix", PrefixModule(model).eval(), ["images", "input_ids", "attention_mask"], ["embodied"]),
-            ("head", HeadModule(model).eval(), ["embodied", "state", "noise"], ["actions_normalized"])]
-
-
 def example_inputs(cfg, tokenizer, seed: int, instruction: str) -> dict[str, np.ndarray]:
     """Fixed, seeded graph inputs: images (1, V, 3, S, S) [0, 1], prompt, state (1, max(1, state_dim)), noise."""
     from vla_jepa.prompt import encode_instruction
@@ -83,30 +72,42 @@ def example_inputs(cfg, tokenizer, seed: int, instruction: str) -> dict[str, np.
             "noise": rng.standard_normal((1, cfg.horizon, cfg.action_dim), dtype=np.float32)}
 
 
-def _spec(name: str, a) -> TensorSpec:
-    return TensorSpec(name, tuple(int(s) for s in a.shape), str(np.dtype(str(a.dtype).replace("torch.", ""))))
+_ONNX_DTYPES = {1: "float32", 7: "int64", 10: "float16", 16: "bfloat16", 6: "int32", 9: "bool"}
+
+
+def _specs_from_onnx(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Static input/output specs read from the graph itself (what every runtime will see)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = tuple(int(d.dim_value) for d in t.shape.dim)
+        if any(d <= 0 for d in dims):
+            raise ValueError(f"{path.name}: {v.name} has a dynamic shape {dims}; the runtime needs static shapes")
+        return TensorSpec(v.name, dims, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
+
+    return tuple(spec(v) for v in g.input), tuple(spec(v) for v in g.output)
 
 
 def export_graphs(model, out_dir: Path, layout: str, inputs: dict[str, np.ndarray], log=print) -> list[GraphSpec]:
-    """torch.onnx.export (dynamo, opset 23) of each graph of `layout` into out_dir; -> their specs."""
-    import torch
+    """The model package's exporter (vla_jepa.export.export_onnx: dynamo, opset 23, Attention ops; its own
+    parity check is skipped here because export_bundle runs a stricter one on the whole chain) -> graph specs.
+    `inputs` is unused: the exporter traces with its own fixed example inputs (static shapes either way)."""
+    from vla_jepa.export import export_onnx
 
-    env = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    t0 = time.perf_counter()
+    export_onnx(model, out_dir / "policy.onnx", split=layout == "split", check=False)
+    names = ["policy"] if layout == "single" else ["prefix", "head"]
     specs = []
-    for name, module, in_names, out_names in _graph_modules(model, layout):
-        args = tuple(env[n] for n in in_names)
-        with torch.no_grad():
-            outs = module(*args)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        t0 = time.perf_counter()
-        program = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET, input_names=in_names,
-                                    output_names=out_names, external_data=False, verbose=False)
-        file = f"{name}.onnx"
-        program.save(str(out_dir / file))
-        log(f"exported {file} in {time.perf_counter() - t0:.1f} s")
-        env.update(dict(zip(out_names, outs)))
-        specs.append(GraphSpec(name, file, tuple(_spec(n, env[n]) for n in in_names),
-                               tuple(_spec(n, o) for n, o in zip(out_names, outs))))
+    for name in names:
+        path = out_dir / f"{name}.onnx"
+        if layout == "split":
+            (out_dir / f"policy_{name}.onnx").rename(path)
+        ins, outs = _specs_from_onnx(path)
+        specs.append(GraphSpec(name, path.name, ins, outs))
+    log(f"exported {', '.join(s.file for s in specs)} in {time.perf_counter() - t0:.1f} s")
     return specs
 
 
