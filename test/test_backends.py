@@ -171,3 +171,19 @@ def test_policy_loop_gates_diagnoses_and_counts(bundle):
     assert nan_loop.diagnostics(1.0).values["non_finite_outputs"] == "1"
     loop.set_task("t-9", "", running=False)
     assert loop.step(100.0) is None and loop.diagnostics(100.0).message == "idle"
+
+
+def test_bench_smoke(tmp_path):
+    """`vla-jepa bench` machinery on the tiny bundle (in-process part; the across-processes part needs a graph)."""
+    from vla_jepa_ros.runtime.bench import BenchConfig, format_table, run_bench
+
+    plot = tmp_path / "hist.png"
+    result = run_bench(BenchConfig(bundle=str(tiny_bundle()), backends=("torch", "onnxruntime"), iterations=4,
+                                   warmup=1, e2e_seconds=0, plot=str(plot)), log=lambda *_: None)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert rows["torch"]["ratio_to_torch_eager"] == 1.0 and rows["onnxruntime"]["ratio_to_torch_eager"] > 0
+    for r in rows.values():
+        assert 0 < r["prefix_ms"] and 0 < r["head_ms"] and r["p99_ms"] >= r["median_ms"] > 0
+    assert plot.stat().st_size > 1000 and "vs torch" in format_table(result["rows"], "t")
+    with pytest.raises(ValueError, match="unknown backends"):
+        BenchConfig(backends=("tvm",))
