@@ -9,7 +9,8 @@ from vla_jepa.model import make_model
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    # one thread: on a shared 2-core machine two OpenMP threads stall each other (measured 5-10x slower)
+    torch.set_num_threads(1)
     yield
 
 

@@ -52,7 +52,7 @@ def hf_pixel_values(images, cfg):
 @pytest.mark.parametrize("position_grid", [8, 6])
 def test_qwen3vl_backbone_matches_transformers(tmp_path, position_grid):
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     from transformers import Qwen3VLForConditionalGeneration
 
     from vla_jepa.config import replace

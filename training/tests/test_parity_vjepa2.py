@@ -17,7 +17,7 @@ def test_vjepa2_encoder_matches_transformers(tmp_path, head_dim):
     from transformers import VJEPA2Config, VJEPA2Model
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     cfg = VJEPAConfig(hidden_size=4 * head_dim, num_layers=2, num_heads=4, crop_size=64)
     hf_cfg = VJEPA2Config(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
                           num_attention_heads=cfg.num_heads, patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size,
