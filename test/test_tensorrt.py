@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from .runtime_fixtures import copy_bundle, tiny_bundle
 from vla_jepa_ros.runtime.bundle import load_bundle
 from vla_jepa_ros.runtime.tensorrt_backend import (SUPPORT_FILE, TensorRTConfig, check_tensorrt_support,
-                                                   engine_cache_key, load_support)
+                                                   engine_cache_key)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 try:

@@ -136,7 +136,6 @@ class TorchBackend:
         return out, {"prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
 
     def _run_graphs(self, x: dict) -> tuple[np.ndarray, dict[str, float]]:
-        torch = self._torch
         if self._graphs is None:
             self._capture(x)
         g_prefix, g_head, static = self._graphs
