@@ -97,3 +97,34 @@ def test_qwen3vl_backbone_matches_transformers(tmp_path, position_grid):
     assert err < TOL, f"max abs err {err}"
     idx = list(layout.latent_positions) + list(layout.embodied_positions)
     assert torch.allclose(mine[:, idx], ref[:, idx], atol=TOL)
+
+
+def test_patch_layout_matches_transformers_image_processor():
+    """The layout fed to HF in the parity test is exactly what its Qwen2-VL/Qwen3-VL image processor produces."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    cfg = get_config("tiny")
+    proc = Qwen2VLImageProcessorPil(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
+                                    image_std=[0.5] * 3, do_resize=False)
+    img = (np.random.RandomState(0).rand(cfg.image_size, cfg.image_size, 3) * 255).astype(np.uint8)
+    out = proc(images=[img], return_tensors="pt")
+    x = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(cfg.image_mean)[:, None, None]) \
+        / torch.tensor(cfg.image_std)[:, None, None]
+    ours, thw = hf_pixel_values(x[None], cfg)
+    assert torch.equal(out["image_grid_thw"], thw)
+    assert (out["pixel_values"] - ours).abs().max().item() < 1e-6
+
+
+def test_preprocessor_config_mismatch_is_reported(tmp_path):
+    import json
+
+    from vla_jepa.checkpoint import check_qwen_preprocessor
+
+    cfg = get_config("paper")
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "patch_size": 16, "merge_size": 2,
+         "temporal_patch_size": 2}))
+    check_qwen_preprocessor(tmp_path, cfg)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"patch_size": 14, "image_mean": [0.48] * 3}))
+    with pytest.raises(ValueError, match="patch_size=14"):
+        check_qwen_preprocessor(tmp_path, cfg)

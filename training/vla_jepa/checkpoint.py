@@ -101,6 +101,22 @@ def load_qwen3vl_folder(backbone: nn.Module, folder: str | Path) -> LoadReport:
     return load_into(backbone, qwen3vl_state_to_backbone(read_safetensors_folder(folder)))
 
 
+def check_qwen_preprocessor(folder: str | Path, cfg) -> None:
+    """Compare a Qwen3-VL folder's preprocessor_config.json with our config; raise naming any mismatch."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.exists():
+        return
+    pre = json.loads(path.read_text())
+    expected = {"patch_size": cfg.vision.patch_size, "merge_size": cfg.vision.spatial_merge_size,
+                "temporal_patch_size": cfg.vision.temporal_patch_size, "image_mean": list(cfg.image_mean),
+                "image_std": list(cfg.image_std)}
+    bad = [f"{k}={pre[k]} (config: {v})" for k, v in expected.items()
+           if k in pre and (pre[k] != v if not isinstance(v, list) else
+                            any(abs(a - b) > 1e-6 for a, b in zip(pre[k], v)))]
+    if bad:
+        raise ValueError(f"{path}: preprocessing disagrees with the model config: {', '.join(bad)}")
+
+
 def vjepa2_state_to_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HF VJEPA2Model keys -> VJEPA2Encoder keys (the HF predictor is dropped)."""
     out = {}

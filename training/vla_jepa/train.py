@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import (TRAINER_STATE, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
+from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
                          load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
@@ -236,6 +236,7 @@ def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
         if args.qwen_folder else None
     model = make_model(cfg, tokenizer)
     if args.qwen_folder:
+        check_qwen_preprocessor(args.qwen_folder, cfg)
         print(f"Qwen3-VL weights: {load_qwen3vl_folder(model.vlm, args.qwen_folder)}")
     if args.vjepa_folder:
         print(f"V-JEPA2 weights: {load_vjepa2_folder(model.vj_encoder, args.vjepa_folder)}")
