@@ -18,6 +18,7 @@ import functools
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,19 @@ class Demo:
     success: bool
     actions: np.ndarray  # (T, 7) LIBERO env actions
     states: np.ndarray  # (T, n) MuJoCo states after each action
+    seed: int = 0  # seeds the reset (fixture placement); the replay uses the same
     reason: str = ""
 
 
-def scripted_rollout(env, init_index: int, max_steps: int, expert_config=None) -> Demo:
+def demo_seed(suite: str, task_id: int, init_index: int) -> int:
+    return zlib.crc32(f"collect/{suite}/{task_id}/{init_index}".encode())
+
+
+def scripted_rollout(env, init_index: int, max_steps: int, seed: int = 0, expert_config=None) -> Demo:
     """Phase 1 (no cameras): the expert from init state `init_index`; actions and MuJoCo states recorded."""
     from .scripted import ExpertConfig, PickPlaceExpert
 
-    obs = env.reset(init_index, NUM_WAIT_STEPS)
+    obs = env.reset(init_index, NUM_WAIT_STEPS, seed=seed)
     expert = PickPlaceExpert(env, env.goal_state, expert_config or ExpertConfig())
     actions, states, success = [], [], False
     for _ in range(max_steps):
@@ -58,12 +64,12 @@ def scripted_rollout(env, init_index: int, max_steps: int, expert_config=None) -
         if expert.done:
             break
     return Demo(env.task.task_id, init_index, env.instruction, success, np.asarray(actions), np.asarray(states),
-                "" if success else f"expert ended in phase {expert.phase} without success")
+                seed, "" if success else f"expert ended in phase {expert.phase} without success")
 
 
 def replay(env, demo: Demo, image_px: int) -> tuple[dict, str]:
     """Phase 2: replay `demo` with cameras. -> (episode arrays, '' or the reason it is not bit-exact)."""
-    obs = env.reset(demo.init_index, NUM_WAIT_STEPS)
+    obs = env.reset(demo.init_index, NUM_WAIT_STEPS, seed=demo.seed)
     frames, state, actions = [], [], []
     success = False
     for t, a in enumerate(demo.actions):
@@ -102,7 +108,7 @@ class CollectRunner:
         task, init_index = job.payload
         plain, cam = self._envs_for(task)
         t0 = time.perf_counter()
-        demo = scripted_rollout(plain, init_index, self.max_steps)
+        demo = scripted_rollout(plain, init_index, self.max_steps, demo_seed(self.suite, task.task_id, init_index))
         t1 = time.perf_counter()
         out = {"task_id": task.task_id, "init_index": init_index, "instruction": demo.instruction,
                "success": demo.success, "steps": len(demo.actions), "reason": demo.reason, "episode": None,

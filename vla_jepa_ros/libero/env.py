@@ -102,6 +102,7 @@ class LiberoTaskEnv:
                 self.env = ControlEnv(**kwargs, has_offscreen_renderer=False, use_camera_obs=False)
         self.env.seed(seed)
         self._init_states = init_states(task.suite, task.task_id)
+        self.last_obs: dict = {}
         if cameras and cheap_rendering:
             apply_cheap_rendering(self.env, camera_px)
 
@@ -121,17 +122,28 @@ class LiberoTaskEnv:
     def num_init_states(self) -> int:
         return len(self._init_states)
 
-    def reset(self, init_index: int, wait_steps: int = NUM_WAIT_STEPS) -> dict:
-        """Reset to fixed init state `init_index`, then `wait_steps` no-op steps (gripper open) so objects settle."""
+    def reset(self, init_index: int, wait_steps: int = NUM_WAIT_STEPS, seed: int | None = None) -> dict:
+        """Reset to fixed init state `init_index`, then `wait_steps` no-op steps (gripper open) so objects settle.
+
+        Every reset re-samples the placement of fixtures (cabinet, stove: model body_pos, not part of the init
+        state) from numpy's global RNG; `seed` seeds it first, and the gripper's smoothed command (kept by a soft
+        reset) is cleared, so an episode is bit-identical whatever ran before it in this env (hard_reset=False
+        keeps the env between episodes)."""
         if not 0 <= init_index < len(self._init_states):
             raise ValueError(f"init_index={init_index} outside [0, {len(self._init_states)}) for "
                              f"{self.task.suite} task {self.task.task_id}")
+        if seed is not None:
+            np.random.seed(seed % 2**32)
         self.env.reset()
+        for robot in self.env.env.robots:  # a soft reset keeps the gripper's smoothed command: clear it
+            if getattr(robot, "gripper", None) is not None:
+                robot.gripper.current_action = np.zeros(robot.gripper.dof)
         if self.cameras and self.cheap_rendering:
             apply_cheap_rendering(self.env, self.camera_px)
         obs = self.env.set_init_state(self._init_states[init_index])
         for _ in range(wait_steps):
             obs, _, _, _ = self.env.step(NOOP_ACTION)
+        self.last_obs = obs
         return obs
 
     def step(self, action: np.ndarray) -> tuple[dict, bool]:
@@ -139,6 +151,7 @@ class LiberoTaskEnv:
         if action.shape != (7,) or not np.isfinite(action).all():
             raise ValueError(f"LIBERO action must be 7 finite values, got {action!r}")
         obs, _, done, _ = self.env.step(action)
+        self.last_obs = obs
         return obs, bool(done)
 
     def get_state(self) -> np.ndarray:

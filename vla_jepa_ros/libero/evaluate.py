@@ -100,7 +100,7 @@ def run_eval(spec: PolicySpec, suites: list[str], out_dir: str | Path, episodes_
                                     instruction=v["instruction"], episode=out.key[2],
                                     init_state=first_init_state + out.key[2], success=bool(v["success"]),
                                     steps=int(v["steps"]), wall_s=float(v["wall_s"]), attempts=out.attempts,
-                                    error=None, video=v["video"])
+                                    queries=int(v["queries"]), error=None, video=v["video"])
                 if out.errors:
                     bar.write(f"[libero-eval] {out.key} crashed once and succeeded on retry; first error: "
                               f"{out.errors[0].strip().splitlines()[-1]}")

@@ -6,7 +6,7 @@ results.json (schema_version 1):
      "protocol": {ProtocolConfig fields}, "episodes_per_task": int, "workers": int, "wall_s": float,
      "episodes_per_min": float,
      "episodes": [{"suite", "task_id", "task_name", "instruction", "episode", "init_state", "success": bool,
-                   "steps", "wall_s", "attempts", "error": str | null, "video": str | null}],
+                   "steps", "wall_s", "attempts", "queries", "error": str | null, "video": str | null}],
      "tasks":  [{"suite", "task_id", "task_name", "n", "successes", "success_rate", "ci95": [lo, hi]}],
      "suites": [{"suite", "n", "successes", "success_rate", "ci95", "num_tasks"}],
      "average": {"success_rate": mean of suite rates, "n", "successes", "ci95" (pooled)},
@@ -49,6 +49,7 @@ class EpisodeResult:
     steps: int
     wall_s: float
     attempts: int = 1
+    queries: int = 0  # policy calls (chunks) in the episode
     error: str | None = None  # set only when the episode crashed (then it is not counted)
     video: str | None = None
 

@@ -128,7 +128,7 @@ def run_episode(env, policy: EpisodePolicy, protocol: ProtocolConfig, init_index
     t0 = time.perf_counter()
     if hasattr(policy, "reset"):
         policy.reset(seed)
-    obs = env.reset(init_index, protocol.num_wait_steps)
+    obs = env.reset(init_index, protocol.num_wait_steps, seed=seed)
     instruction = env.instruction
     frames = [] if record else None
     queue: list[np.ndarray] = []
@@ -162,6 +162,11 @@ def run_episode(env, policy: EpisodePolicy, protocol: ProtocolConfig, init_index
                           infer_ms_mean=1e3 * infer_s / max(queries, 1), frames=frames)
 
 
+# Sim time of step t is t * 0.05 s plus this: due times received_s + i * 0.05 are sums of inexact floats, and
+# without the margin a step due "now" can come out 1e-16 s in the future (the executor would hold a tick).
+TIME_EPS_S = 1e-6
+
+
 class ExecutorDriver:
     """The stack's ChunkExecutor on sim time (step t at t * 0.05 s). The policy is re-queried when the executor
     has no step due (chunk finished, or none yet) or after `execute_steps` steps of the current chunk; a newer
@@ -178,7 +183,7 @@ class ExecutorDriver:
 
     def action(self, policy, obs, instruction: str, t: int, gripper_open: float) -> tuple[np.ndarray, float, int]:
         """-> (LIBERO action (7,), inference seconds, queries made)."""
-        now = t * STEP_PERIOD_S
+        now = t * STEP_PERIOD_S + TIME_EPS_S
         q_s, q_n = 0.0, 0
         decision = self.ex.step(now) if self.since_submit < self.protocol.execute_steps else None
         if decision is None or decision.action is None:
