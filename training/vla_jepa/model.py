@@ -40,6 +40,7 @@ class VLAJEPA(nn.Module):
         self.robot_layout: PromptLayout = layout_for_config(self.tokenizer, cfg)
         self.video_layout: PromptLayout = layout_for_config(self.tokenizer, cfg, video=True)
         self.vlm = Qwen3VLBackbone(cfg.vision, cfg.text, cfg.image_size)
+        self.vlm.language_model.norm.requires_grad_(False)  # features are taken before the final norm: unused
         self.action_model = FlowMatchingActionHead(cfg.action_head, cfg.text.hidden_size, cfg.action_dim, cfg.horizon,
                                                    cfg.state_dim)
         self.with_world_model = with_world_model
@@ -141,6 +142,10 @@ class VLAJEPA(nn.Module):
         latent, _ = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"],
                                         video_prompt=True)
         return {"wm_loss": self.wm_loss(latent, batch["video"])}
+
+    def forward(self, batch: dict, kind: str = "robot", use_wm: bool = True) -> dict[str, torch.Tensor]:
+        """Training entry point (what DDP/FSDP wrappers call): robot or human-video losses."""
+        return self.robot_losses(batch, use_wm) if kind == "robot" else self.video_losses(batch)
 
     # ------------------------------------------------------------------------------------------ inference
 

@@ -2,13 +2,14 @@
 
 Stage 1: each iteration takes one optimizer step on a robot batch (action loss + 0.1 * alignment loss) and one on
 a human-video batch (alignment loss only). Stage 2: robot batches only. The scheduler steps once per optimizer step.
-Distributed: under `torchrun` the global batch is sharded over ranks and gradients are all-reduced (averaged),
-which is DDP's arithmetic; `--train.fsdp` shards parameters with FSDP2 (`fully_shard`) for the paper size on GPUs.
+Distributed: under `torchrun` the global batch is sharded over ranks and the model is wrapped in
+DistributedDataParallel; `--train.fsdp` shards parameters with FSDP2 (`fully_shard`) for the paper size on GPUs.
 Resume is exact: model, optimizer, scheduler, RNG states and the data position are restored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -128,38 +129,27 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    """Average gradients over ranks in one flat buffer (DDP's arithmetic, deterministic order)."""
-    if world == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
-
-
-def train_step(model: VLAJEPA, micro_batches: list[dict], kind: str, tcfg: TrainConfig, local_size: int,
+def train_step(model: torch.nn.Module, micro_batches: list[dict], kind: str, tcfg: TrainConfig, local_size: int,
                device: torch.device) -> dict[str, float]:
-    """Forward/backward over micro-batches (grads accumulate, weighted by micro-batch size); returns mean losses."""
+    """Forward/backward over micro-batches (grads accumulate, weighted by micro-batch size); returns mean losses.
+
+    `model` is the VLAJEPA or its DDP/FSDP wrapper; DDP syncs gradients on the last micro-batch only.
+    """
     totals: dict[str, float] = {}
-    for mb in micro_batches:
+    for i, mb in enumerate(micro_batches):
         mb = {k: v.to(device) for k, v in mb.items()}
         weight = len(mb["input_ids"]) / local_size
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+        last = i == len(micro_batches) - 1
+        sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
+        with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+            losses = model(mb, kind, tcfg.use_wm_loss)
             if kind == "robot":
-                losses = model.robot_losses(mb, use_wm=tcfg.use_wm_loss)
                 loss = losses["action_loss"]
                 if "wm_loss" in losses:
                     loss = loss + tcfg.wm_weight_robot * losses["wm_loss"]
             else:
-                losses = model.video_losses(mb)
                 loss = tcfg.wm_weight_video * losses["wm_loss"]
-        (loss * weight).backward()
+            (loss * weight).backward()
         losses["loss"] = loss
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) * weight
@@ -267,11 +257,17 @@ def train(args: TrainArgs) -> dict:
         cfg = model.cfg
         stats = _stats_for(source, args)
     model.to(device).train()
+    wrapped: torch.nn.Module = model
     if tcfg.fsdp:
         from torch.distributed.fsdp import fully_shard
 
         for layer in list(model.vlm.language_model.layers) + list(model.vlm.visual.blocks):
             fully_shard(layer)
+        wrapped = fully_shard(model)
+    elif world > 1:
+        # unused parameters: the action head on video steps, the predictor without the JEPA loss
+        unused = tcfg.stage == 1 or not tcfg.use_wm_loss
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
     robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats)
     video_ds = None
     if tcfg.stage == 1:
@@ -281,8 +277,6 @@ def train(args: TrainArgs) -> dict:
                                 model.video_layout, window_seed=tcfg.seed)
     opt, sched = build_optimizer(model, tcfg)
     params = [p for g in opt.param_groups for p in g["params"]]
-    # FSDP-sharded parameters (DTensors) are reduce-scattered by FSDP; everything else is averaged here
-    replicated = [p for p in params if type(p).__name__ != "DTensor" and not hasattr(p, "_local_tensor")]
     robot_sampler = GlobalSampler(len(robot_ds), tcfg.seed)
     video_sampler = GlobalSampler(len(video_ds), tcfg.seed + 1) if video_ds else None
     step = 0
@@ -323,8 +317,7 @@ def train(args: TrainArgs) -> dict:
             mb_size = lb // tcfg.grad_accum_steps
             micro = [collate(samples[i:i + mb_size]) for i in range(0, lb, mb_size)]
             opt.zero_grad(set_to_none=True)
-            totals = train_step(model, micro, kind, tcfg, lb, device)
-            allreduce_grads(replicated, world)
+            totals = train_step(wrapped, micro, kind, tcfg, lb, device)
             gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else torch.tensor(0.)
             opt.step()
             sched.step()
