@@ -25,7 +25,7 @@ class UnsupportedGoal(ValueError):
 @dataclasses.dataclass(frozen=True)
 class ExpertConfig:
     approach_height_m: float = 0.10  # above the grasp point before descending
-    carry_height_m: float = 0.25  # lift to this height above the table before moving to the target
+    carry_height_m: float = 0.18  # carry this high above the higher of the object's start and the target
     place_height_m: float = 0.08  # release this far above the target's reference point
     rim_offset_m: float = 0.035  # bowls: grasp this far from the centre along the closing axis
     grasp_dz_m: float = 0.01  # grasp point above the object's body origin
@@ -96,7 +96,7 @@ class PickPlaceExpert:
             self._phase_start = np.asarray(obs["robot0_eef_pos"], dtype=np.float64).copy()
         grasp = self._grasp
         target = object_position(self.env, obs, self.target)
-        carry_z = self._table_z + cfg.carry_height_m
+        carry_z = max(self._table_z, float(target[2])) + cfg.carry_height_m
         phases = [
             lambda: self._move(obs, grasp + [0, 0, cfg.approach_height_m], OPEN),  # 0 above the object
             lambda: self._move(obs, grasp, OPEN),  # 1 descend
