@@ -16,13 +16,15 @@ TRAIN_KW = dict(total_steps=2, batch_size=4, warmup_steps=1, lr_vlm=1e-3, lr_act
 
 
 @pytest.mark.slow
-def test_two_process_gloo_matches_single_process(tmp_path):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_process_gloo_matches_single_process(tmp_path, mode):
     single = train(TrainArgs(out_dir=str(tmp_path / "single"), synthetic_episodes=2, train=TrainConfig(**TRAIN_KW),
                              progress=False))
     cli = [f"--train.{k.replace('_', '-')}={v}" for k, v in TRAIN_KW.items()]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29533",
-           "-m", "vla_jepa.train", f"--out-dir={tmp_path / 'ddp'}", "--synthetic-episodes=2", "--no-progress", *cli]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={29533 if mode == 'ddp' else 29534}",
+           "-m", "vla_jepa.train", f"--out-dir={tmp_path / 'ddp'}", "--synthetic-episodes=2", "--no-progress", *cli,
+           *(["--train.fsdp"] if mode == "fsdp" else [])]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "world_size=2" in res.stdout, res.stdout[-2000:]

@@ -140,13 +140,16 @@ WEIGHTS, CONFIG, STATS, TOKENIZER, TRAINER_STATE, TRAIN_CONFIG = (
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_state: dict | None = None,
-                    train_config: object | None = None) -> Path:
-    """Write model weights (safetensors), resolved config, stats, tokenizer and optional trainer state."""
+                    train_config: object | None = None, state_dict: dict | None = None) -> Path:
+    """Write model weights (safetensors), resolved config, stats, tokenizer and optional trainer state.
+
+    `state_dict` overrides model.state_dict() (e.g. a full state dict gathered from FSDP shards).
+    """
     from .config import config_to_json
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or model.state_dict()).items()}
     tmp = path / (WEIGHTS + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(path / WEIGHTS)

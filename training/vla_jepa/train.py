@@ -282,7 +282,12 @@ def train(args: TrainArgs) -> dict:
     step = 0
     if args.resume:
         st = torch.load(Path(args.resume) / TRAINER_STATE, weights_only=False)
-        opt.load_state_dict(st["optimizer"])
+        if tcfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, opt, st["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         robot_sampler.load_state_dict(st["robot_sampler"])
         if video_sampler and st.get("video_sampler"):
@@ -351,17 +356,26 @@ def train(args: TrainArgs) -> dict:
 
 
 def _save(path: Path, model, stats, opt, sched, robot_sampler, video_sampler, step, tcfg, rank, world) -> Path:
+    model_sd = None
+    opt_sd = None
+    if tcfg.fsdp:  # gather full (unsharded) states on every rank (collective), rank 0 writes them
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(model, options=opts)
+        opt_sd = get_optimizer_state_dict(model, opt, options=opts)
     rngs = [rng_state()]
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, rngs[0])
         rngs = gathered
     if rank == 0:
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+        state = {"optimizer": opt_sd if opt_sd is not None else opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                  "robot_sampler": robot_sampler.state_dict(),
                  "video_sampler": video_sampler.state_dict() if video_sampler else None,
                  "rng": rngs if world > 1 else rngs[0]}
-        save_checkpoint(path, model, stats, state, tcfg)
+        save_checkpoint(path, model, stats, state, tcfg, state_dict=model_sd)
         (path.parent / "latest.txt").write_text(path.name)
     if world > 1:
         dist.barrier()
