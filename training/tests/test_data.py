@@ -152,3 +152,18 @@ def test_normalisation_roundtrip():
     assert np.allclose(back, a, atol=1e-6)
     out = unnormalize_actions(np.full((1, 7), 3.0), stats)  # clipped to [-1, 1] first
     assert np.allclose(out[0, :6], np.asarray(stats["franka"]["action"]["max"][:6])) and out[0, 6] == 1.0
+
+
+def test_idle_steps_can_be_dropped(tiny_model):
+    from vla_jepa.data import InMemoryEpisodeSource, idle_mask
+
+    eps = _episodes(1, length=12)
+    eps[0].actions[3:6, :3] = 0.0  # idle, gripper unchanged
+    eps[0].actions[5, -1] = 1 - eps[0].actions[4, -1]  # ...except a gripper toggle at 5
+    keep = idle_mask(eps[0].actions)
+    assert keep.tolist()[3:7] == [False, False, True, True]
+    from vla_jepa.normalize import compute_stats
+
+    ds = RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout,
+                      compute_stats(eps[0].actions), drop_idle=True)
+    assert len(ds) == 10 and (0, 3) not in ds.index and (0, 5) in ds.index

@@ -375,17 +375,28 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(*frames.shape[:-3], size, size, 3)
 
 
+def idle_mask(actions: np.ndarray, xyz_threshold: float = 5e-4) -> np.ndarray:
+    """(T, A) delta actions -> (T,) bool, False where the step is idle: |dxyz| < threshold and no gripper change
+    (the public code drops such steps from the sample index)."""
+    moving = np.abs(actions[:, :3]).max(axis=1) >= xyz_threshold
+    grip_change = np.r_[False, np.diff((actions[:, -1] > 0.5).astype(int)) != 0]
+    return moving | grip_change
+
+
 class RobotDataset(torch.utils.data.Dataset):
     """(episode, t) samples for robot batches; episodes are decoded once and kept resized in memory."""
 
     def __init__(self, source: EpisodeSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout, stats: dict,
-                 cache_episodes: bool = True) -> None:
+                 cache_episodes: bool = True, drop_idle: bool = False, idle_xyz: float = 5e-4) -> None:
         self.source, self.cfg, self.tok, self.layout, self.stats = source, cfg, tokenizer, layout, stats
-        self.index = [(e, t) for e in range(len(source)) for t in range(source.episode_length(e))]
-        if not self.index:
-            raise DataError("robot dataset has no samples")
         self.cache_episodes = cache_episodes
         self._cache: dict[int, dict] = {}
+        self.index = []
+        for e in range(len(source)):
+            keep = idle_mask(source.load(e).actions, idle_xyz) if drop_idle else None
+            self.index += [(e, t) for t in range(source.episode_length(e)) if keep is None or keep[t]]
+        if not self.index:
+            raise DataError("robot dataset has no samples")
 
     def __len__(self) -> int:
         return len(self.index)

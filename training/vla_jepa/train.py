@@ -45,6 +45,7 @@ class TrainArgs:
     lerobot_cameras: tuple[str, ...] = ()
     synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
     synthetic_length: int = 24
+    drop_idle_frames: bool = False  # drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -268,7 +269,7 @@ def train(args: TrainArgs) -> dict:
         # unused parameters: the action head on video steps, the predictor without the JEPA loss
         unused = tcfg.stage == 1 or not tcfg.use_wm_loss
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
-    robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats)
+    robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames)
     video_ds = None
     if tcfg.stage == 1:
         if not args.video_dir:
