@@ -32,13 +32,15 @@ def tiny_libero_config():
     return replace(get_config("tiny"), max_prompt_len=LIBERO_MAX_PROMPT_LEN)
 
 
-def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, stats: dict | None = None) -> Path:
+def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, stats: dict | None = None,
+                         with_world_model: bool = False) -> Path:
+    """An untrained tiny model (LIBERO prompt length) saved as a checkpoint; with_world_model for training."""
     import torch
     from vla_jepa.checkpoint import save_checkpoint
     from vla_jepa.model import make_model
 
     torch.manual_seed(seed)
-    model = make_model(tiny_libero_config(), with_world_model=False).eval()
+    model = make_model(tiny_libero_config(), with_world_model=with_world_model).eval()
     return save_checkpoint(out_dir, model, stats or libero_stats(seed))
 
 
