@@ -186,7 +186,8 @@ def _libero_eval(argv: list[str]) -> int:
                                "gripper 1-2*(g>0.5)). Writes results.json, results.md (95%% Wilson intervals, "
                                "LIBERO-Plus-shaped robustness table for LIBERO-PRO suites) and videos/. Run it "
                                "with .venv-libero/bin/vla-jepa (make libero).")
-    p.add_argument("bundle", help="model bundle folder (manifest.yaml + graphs), e.g. from `vla-jepa export`")
+    p.add_argument("bundle", nargs="?", help="model bundle folder (manifest.yaml + graphs), e.g. from "
+                                             "`vla-jepa export`")
     p.add_argument("--suite", nargs="+", default=["libero_spatial"],
                    help="suites: libero_spatial libero_object libero_goal libero_10 libero_90, or LIBERO-PRO "
                         "variants with _lan _object _swap _task")
@@ -214,6 +215,8 @@ def _libero_eval(argv: list[str]) -> int:
     p.add_argument("--factory", default=None,
                    help="instead of a bundle: 'module:function' returning a policy with infer(observation)")
     args = p.parse_args(argv)
+    if (args.bundle is None) == (args.factory is None):
+        p.error(f"give a BUNDLE or --factory, not both/neither (bundle={args.bundle!r}, factory={args.factory!r})")
     from .libero.evaluate import expand_suites, run_eval
     from .libero.protocol import ProtocolConfig
     from .libero.rollout import PolicySpec

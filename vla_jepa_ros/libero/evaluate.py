@@ -7,6 +7,7 @@ task, agentview | wrist, upright). Runs inside .venv-libero (`make libero`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from .pool import Job, JobDone, run_jobs
 from .protocol import PRO_SUFFIXES, ProtocolConfig, base_suite
 from .results import SCHEMA_VERSION, EpisodeResult, format_table, robustness_table, summarize, validate_results
-from .rollout import PolicySpec
+from .rollout import PolicySpec, make_runner
 
 
 def episode_seed(suite: str, task_id: int, episode: int) -> int:
@@ -115,9 +116,6 @@ def run_eval(spec: PolicySpec, suites: list[str], out_dir: str | Path, episodes_
             bar.update(1)
             counted = sum(r.error is None for r in results)
             bar.set_postfix(success=f"{wins}/{counted}")
-
-        from .rollout import make_runner
-        import functools
 
         run_jobs(suite_jobs, functools.partial(make_runner, spec, suite_protocol, video_dir), workers=workers,
                  on_result=on_result, worker_env=worker_env(spec.threads))
