@@ -68,6 +68,9 @@ def test_qwen3vl_backbone_matches_transformers(tmp_path, position_grid):
                 p.add_(0.1 * torch.randn_like(p))
     hf.save_pretrained(tmp_path / "qwen")
 
+    from vla_jepa.checkpoint import config_from_hf_folders
+
+    assert config_from_hf_folders(cfg, tmp_path / "qwen") == cfg  # sizes read back from HF config.json
     ours = Qwen3VLBackbone(cfg.vision, cfg.text, cfg.image_size)
     report = load_qwen3vl_folder(ours, tmp_path / "qwen")
     assert report.missing == [] and report.unexpected == [], report

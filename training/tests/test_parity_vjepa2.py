@@ -29,6 +29,10 @@ def test_vjepa2_encoder_matches_transformers(tmp_path, head_dim):
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     hf.save_pretrained(tmp_path / "vjepa2")
+    from vla_jepa.checkpoint import config_from_hf_folders
+    from vla_jepa.config import get_config
+
+    assert config_from_hf_folders(get_config("tiny"), vjepa_folder=tmp_path / "vjepa2").vjepa == cfg
     ours = VJEPA2Encoder(cfg).eval()
     report = load_vjepa2_folder(ours, tmp_path / "vjepa2")
     assert report.missing == [] and report.unexpected == [], report

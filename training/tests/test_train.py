@@ -76,3 +76,30 @@ def test_bf16_autocast_step_runs(tmp_path):
     r = train(_args(tmp_path, "bf16", total_steps=1, batch_size=2, bf16=True))
     m = r["metrics"]
     assert m["loss"] == m["loss"] and m["loss"] < 100  # finite
+
+
+def test_train_from_hf_backbone_folders(tmp_path):
+    """The paper recipe's entry: VLM and target encoder weights from HF folders (here tiny random ones)."""
+    transformers = pytest.importorskip("transformers")
+    from test_parity_qwen3vl import hf_config
+
+    from vla_jepa.checkpoint import load_checkpoint
+    from vla_jepa.config import get_config
+    from vla_jepa.prompt import build_tiny_tokenizer
+
+    cfg = get_config("tiny")
+    tok = build_tiny_tokenizer()
+    hf_vlm = transformers.Qwen3VLForConditionalGeneration(hf_config(cfg, tok))
+    hf_vlm.save_pretrained(tmp_path / "qwen")
+    tok.save(str(tmp_path / "qwen" / "tokenizer.json"))
+    hf_enc = transformers.VJEPA2Model(transformers.VJEPA2Config(
+        hidden_size=cfg.vjepa.hidden_size, num_hidden_layers=cfg.vjepa.num_layers,
+        num_attention_heads=cfg.vjepa.num_heads, crop_size=cfg.vjepa.crop_size, frames_per_clip=8,
+        pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=2))
+    hf_enc.save_pretrained(tmp_path / "vjepa")
+    args = _args(tmp_path, "hf", total_steps=1, batch_size=2)
+    args.qwen_folder, args.vjepa_folder = str(tmp_path / "qwen"), str(tmp_path / "vjepa")
+    r = train(args)
+    model = load_checkpoint(r["checkpoint"])[0]
+    ref = hf_enc.state_dict()["encoder.layer.0.attention.query.weight"]
+    assert torch.equal(model.vj_encoder.layer[0].attention.query.weight, ref)  # frozen: unchanged by training

@@ -277,3 +277,36 @@ def load_public_checkpoint(pt_path: str | Path, tokenizer_json: str | Path | Non
     report.unexpected = sorted(set(report.unexpected) | set(unmapped))
     report.ignored = ignored  # type: ignore[attr-defined]
     return model, cfg, stats, tokenizer, report
+
+
+def config_from_hf_folders(cfg, qwen_folder: str | Path | None = None, vjepa_folder: str | Path | None = None):
+    """Take the backbone sizes from HF config.json files (Qwen3-VL, V-JEPA2) instead of trusting the preset."""
+    from .config import TextConfig, VisionConfig, VJEPAConfig, replace
+
+    changes = {}
+    if qwen_folder is not None:
+        c = json.loads((Path(qwen_folder) / "config.json").read_text())
+        t, v = c["text_config"], c["vision_config"]
+        rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+        changes["text"] = TextConfig(
+            vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
+            num_layers=t["num_hidden_layers"], num_heads=t["num_attention_heads"],
+            num_kv_heads=t["num_key_value_heads"], head_dim=t.get("head_dim", t["hidden_size"] // t["num_attention_heads"]),
+            rope_theta=float(rope.get("rope_theta", t.get("rope_theta", 5e6))),
+            mrope_section=tuple(rope.get("mrope_section", (24, 20, 20))), rms_norm_eps=t.get("rms_norm_eps", 1e-6))
+        if v.get("hidden_act", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+            raise ValueError(f"{qwen_folder}/config.json: vision hidden_act {v['hidden_act']!r} is not supported")
+        changes["vision"] = VisionConfig(
+            hidden_size=v["hidden_size"], depth=v["depth"], num_heads=v["num_heads"],
+            intermediate_size=v["intermediate_size"], out_hidden_size=v["out_hidden_size"],
+            patch_size=v["patch_size"], temporal_patch_size=v["temporal_patch_size"],
+            spatial_merge_size=v["spatial_merge_size"], num_position_embeddings=v["num_position_embeddings"],
+            deepstack_visual_indexes=tuple(v["deepstack_visual_indexes"]))
+    if vjepa_folder is not None:
+        c = json.loads((Path(vjepa_folder) / "config.json").read_text())
+        changes["vjepa"] = VJEPAConfig(hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],
+                                       num_heads=c["num_attention_heads"], mlp_ratio=c.get("mlp_ratio", 4.0),
+                                       patch_size=c["patch_size"], tubelet_size=c["tubelet_size"],
+                                       crop_size=c["crop_size"], layer_norm_eps=c.get("layer_norm_eps", 1e-6),
+                                       qkv_bias=c.get("qkv_bias", True))
+    return replace(cfg, **changes) if changes else cfg

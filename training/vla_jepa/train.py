@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
+from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
                          load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
@@ -223,6 +223,7 @@ def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
         model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_json, cfg)
         print(f"loaded {args.public_pt}: {report}")
         return model
+    cfg = config_from_hf_folders(cfg, args.qwen_folder, args.vjepa_folder)
     tokenizer = load_tokenizer(str(Path(args.qwen_folder) / "tokenizer.json"), cfg.max_action_tokens) \
         if args.qwen_folder else None
     model = make_model(cfg, tokenizer)
