@@ -274,3 +274,31 @@ def test_cli_registers_the_libero_commands():
     with pytest.raises(SystemExit) as exc:
         cli.main(["libero-eval", "--help"])
     assert exc.value.code == 0
+
+
+class _ConstPolicy:
+    model_id, cameras, state_dim = "const", ("front", "wrist"), 8
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s, self.calls = period_s, 0
+
+    def infer(self, observation):
+        from vla_jepa_ros.core.types import ActionChunk
+
+        self.calls += 1
+        return ActionChunk(np.tile(np.array([0.5, 0, 0, 0, 0, 0, 1], np.float32), (7, 1)),
+                           step_period_s=self.period_s)
+
+
+@pytest.mark.parametrize("period_s, calls, moves", [(0.05, 4, 28), (0.1, 4, 16)])
+def test_chunk_executor_mode_on_sim_time(monkeypatch, period_s, calls, moves):
+    """20 Hz chunks: one query per 7 steps and no spurious holds from float sim time; 10 Hz chunks: the stack's
+    executor holds every other 20 Hz tick (zero motion, gripper kept open)."""
+    from vla_jepa_ros.libero import rollout
+
+    monkeypatch.setattr(rollout, "make_observation", lambda *a, **k: None)
+    driver, policy = rollout.ExecutorDriver(ProtocolConfig(execute_steps=7)), _ConstPolicy(period_s)
+    actions = np.array([driver.action(policy, None, "", t, 1.0)[0] for t in range(28)])
+    assert policy.calls == calls
+    assert int((actions[:, 0] == 0.5).sum()) == moves and set(actions[:, 0]) <= {0.0, 0.5}
+    assert (actions[:, 6] == -1).all()

@@ -162,8 +162,8 @@ def run_episode(env, policy: EpisodePolicy, protocol: ProtocolConfig, init_index
                           infer_ms_mean=1e3 * infer_s / max(queries, 1), frames=frames)
 
 
-# Sim time of step t is t * 0.05 s plus this: due times received_s + i * 0.05 are sums of inexact floats, and
-# without the margin a step due "now" can come out 1e-16 s in the future (the executor would hold a tick).
+# Chunks are submitted at t * 0.05 s and steps asked for this much later: due times received_s + i * 0.05 are
+# sums of inexact floats, and without the margin a step due "now" can come out 1e-16 s in the future.
 TIME_EPS_S = 1e-6
 
 
@@ -173,8 +173,9 @@ class ExecutorDriver:
     chunk replaces the rest of the older one, as on the robot."""
 
     def __init__(self, protocol: ProtocolConfig) -> None:
-        from ..core.chunk_executor import ChunkExecutor, ExecutorConfig
+        from ..core.chunk_executor import ChunkExecutor, ExecutorConfig, Mode
 
+        self._executing = Mode.EXECUTING
         self.protocol = protocol
         self.ex = ChunkExecutor(ExecutorConfig(chunk_timeout_s=3600.0, max_chunk_age_s=1.0))
         self.ex.set_task("libero", 0.0)
@@ -183,16 +184,18 @@ class ExecutorDriver:
 
     def action(self, policy, obs, instruction: str, t: int, gripper_open: float) -> tuple[np.ndarray, float, int]:
         """-> (LIBERO action (7,), inference seconds, queries made)."""
-        now = t * STEP_PERIOD_S + TIME_EPS_S
+        submit_s = t * STEP_PERIOD_S  # chunks arrive on the grid, steps are asked for just after it
+        now = submit_s + TIME_EPS_S
         q_s, q_n = 0.0, 0
         decision = self.ex.step(now) if self.since_submit < self.protocol.execute_steps else None
-        if decision is None or decision.action is None:
+        # re-query when the executor holds for want of a chunk, not "between steps" of a slower chunk
+        if decision is None or (decision.action is None and decision.mode is not self._executing):
             q0 = time.perf_counter()
             chunk = policy.infer(make_observation(obs, policy, self.protocol, instruction, t, gripper_open))
             q_s, q_n = time.perf_counter() - q0, 1
             self.sequence += 1
-            chunk = dataclasses.replace(chunk, task_id="libero", sequence=self.sequence, stamp_s=now)
-            result = self.ex.submit(chunk, now)
+            chunk = dataclasses.replace(chunk, task_id="libero", sequence=self.sequence, stamp_s=submit_s)
+            result = self.ex.submit(chunk, submit_s)
             if result.reason:
                 raise ValueError(f"the chunk executor refused the policy's chunk: {result.reason}")
             self.since_submit = 0
