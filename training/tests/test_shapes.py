@@ -47,3 +47,15 @@ def test_paper_on_meta_device_parameter_counts():
     assert pred / 1e6 == pytest.approx(157.5, abs=0.5)
     assert enc / 1e6 == pytest.approx(303.9, abs=1.0)  # ViT-L/16 (about 300 M)
     assert m.robot_layout.embodied_positions[-1] < get_config("paper").max_prompt_len
+
+
+def test_small_preset_builds_and_runs_one_forward():
+    cfg = get_config("small")
+    m = make_model(cfg).eval()
+    from vj_helpers import make_batch as mb
+
+    batch, _ = mb(m, 1)
+    with torch.no_grad():
+        out = m.predict_actions(batch["images"], batch["input_ids"], batch["attention_mask"], batch["state"],
+                                torch.zeros(1, 7, 7))
+    assert out.shape == (1, cfg.horizon, cfg.action_dim) and torch.isfinite(out).all()
