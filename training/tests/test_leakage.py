@@ -1,10 +1,13 @@
 """Leakage: nothing computed for time step t may depend on frames after t."""
 
 import numpy as np
+import pytest
 import torch
 
 from vj_helpers import make_batch
+from vla_jepa.config import get_config, replace
 from vla_jepa.data import InMemoryEpisodeSource, RobotDataset, collate, synthetic_episodes
+from vla_jepa.model import make_model
 from vla_jepa.normalize import compute_stats
 
 
@@ -19,8 +22,11 @@ def _wm_outputs(model, batch):
     return latent, embodied, feats, pred, actions
 
 
-def test_future_frames_never_reach_context_features_predictions_or_actions(tiny_model):
-    model, cfg = tiny_model, tiny_model.cfg
+@pytest.mark.parametrize("mode", ["prefix", "per_step"])
+def test_future_frames_never_reach_context_features_predictions_or_actions(mode):
+    torch.manual_seed(0)
+    cfg = replace(get_config("tiny"), wm_context_mode=mode)
+    model = make_model(cfg).eval()
     batch, _ = make_batch(model, 2)
     base = _wm_outputs(model, batch)
     tub = cfg.vjepa.tubelet_size

@@ -323,6 +323,8 @@ def train(args: TrainArgs) -> dict:
                 samples.append(s)
             mb_size = lb // tcfg.grad_accum_steps
             micro = [collate(samples[i:i + mb_size]) for i in range(0, lb, mb_size)]
+            if step < 2:  # guard: the special tokens sit where the static layout says
+                model.check_prompt(micro[0]["input_ids"], video_prompt=kind == "video")
             opt.zero_grad(set_to_none=True)
             totals = train_step(wrapped, micro, kind, tcfg, lb, device)
             gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else torch.tensor(0.)
