@@ -75,3 +75,12 @@ def test_dataset_sample_at_t_ignores_later_frames(tiny_model):
         act_b = model.predict_actions(bb["images"], bb["input_ids"], bb["attention_mask"], bb["state"], noise)
     assert torch.equal(act_a, act_b)
     assert np.isfinite(act_a.numpy()).all()
+
+
+def test_target_modes(tiny_model):
+    """'full' targets are one whole-clip pass (public recipe); its last step equals the last causal prefix."""
+    batch, _ = make_batch(tiny_model, 1)
+    with torch.no_grad():
+        causal, full = tiny_model.wm_step_features(batch["video"], with_full=True)
+    assert torch.equal(causal[:, -1], full[:, -1])
+    assert not torch.equal(causal[:, 1], full[:, 1])  # earlier steps of the full pass see later frames

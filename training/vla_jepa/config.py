@@ -187,6 +187,7 @@ class VLAJEPAConfig:
     wm_image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     wm_image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     wm_context_mode: str = "prefix"  # "prefix" (causal prefix clips) or "per_step" (each tubelet alone)
+    wm_target_mode: str = "full"  # "full": one pass over the whole clip (public code); "causal": as the context
 
     def __post_init__(self) -> None:
         _check_positive("VLAJEPAConfig", image_size=self.image_size, num_views=self.num_views,
@@ -196,6 +197,8 @@ class VLAJEPAConfig:
         if self.wm_context_mode not in ("prefix", "per_step"):
             raise ValueError(f"VLAJEPAConfig.wm_context_mode must be 'prefix' or 'per_step', got "
                              f"{self.wm_context_mode!r}")
+        if self.wm_target_mode not in ("full", "causal"):
+            raise ValueError(f"VLAJEPAConfig.wm_target_mode must be 'full' or 'causal', got {self.wm_target_mode!r}")
         if self.state_dim < 0:
             raise ValueError(f"VLAJEPAConfig.state_dim must be >= 0 (0 = no state token), got {self.state_dim}")
         unit = self.vision.patch_size * self.vision.spatial_merge_size

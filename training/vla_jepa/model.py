@@ -92,19 +92,24 @@ class VLAJEPA(nn.Module):
 
     # ------------------------------------------------------------------------------------------ world model
 
-    def wm_step_features(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, Vc, T, 3, S, S) in [0, 1] -> per-step features (B, steps, g*g, 2*Dv), leakage-free.
+    def wm_step_features(self, video: torch.Tensor, with_full: bool = False):
+        """video (B, 2, T, 3, S, S) in [0, 1] -> per-step features (B, steps, g*g, 2*Dv), leakage-free
+        (and, with `with_full`, the bidirectional whole-clip features used as targets in "full" target mode).
 
         The data pipeline already picked the two world-model cameras (cfg.wm_views); they are concatenated on
         channels per sample. A single-camera clip is duplicated.
         """
         views = (0, 0) if video.shape[1] == 1 else (0, 1)
-        feats = []
+        causal, full = [], []
         with torch.no_grad():
             for vi in views:
                 clip = self._wm_preprocess(to_unit_float(video[:, vi]))
-                feats.append(causal_step_features(self.vj_encoder, clip, self.cfg.wm_context_mode))
-        return torch.cat(feats, dim=-1)
+                c, f = causal_step_features(self.vj_encoder, clip, self.cfg.wm_context_mode, return_full=True)
+                causal.append(c)
+                full.append(f)
+        if with_full:
+            return torch.cat(causal, dim=-1), torch.cat(full, dim=-1)
+        return torch.cat(causal, dim=-1)
 
     def _wm_preprocess(self, clip: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) in [0, 1] -> V-JEPA2 input: resize to S*256/224, centre-crop S, ImageNet mean/std."""
@@ -117,10 +122,14 @@ class VLAJEPA(nn.Module):
         return (x - self.wm_mean) / self.wm_std
 
     def wm_loss(self, latent: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """L1 between predicted and target features: context = steps 0..T-2, target = steps 1..T-1."""
-        feats = self.wm_step_features(video)  # (B, steps, g2, 2Dv)
+        """L1 between predicted and target features: context = causal steps 0..T-2, target = steps 1..T-1.
+
+        Targets come from one pass over the whole clip ("full", the public recipe; a label may see the future) or
+        from the causal features ("causal"). The context never sees frames after its step.
+        """
+        feats, full = self.wm_step_features(video, with_full=True)  # (B, steps, g2, 2Dv) each
         context = feats[:, :-1].flatten(1, 2)
-        target = feats[:, 1:].flatten(1, 2)
+        target = (full if self.cfg.wm_target_mode == "full" else feats)[:, 1:].flatten(1, 2)
         pred = self.vj_predictor(context, latent)
         return F.l1_loss(pred.float(), target.float())
 

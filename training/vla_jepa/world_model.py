@@ -148,21 +148,31 @@ class VJEPA2Encoder(nn.Module):
         return self.layernorm(x)
 
 
-def causal_step_features(encoder: VJEPA2Encoder, clip: torch.Tensor, mode: str = "prefix") -> torch.Tensor:
+def causal_step_features(encoder: VJEPA2Encoder, clip: torch.Tensor, mode: str = "prefix",
+                         return_full: bool = False):
     """Leakage-free per-step features. clip (B, T, 3, S, S) -> (B, T/tubelet, g*g, D).
 
     mode "prefix": step s = last step of the encoding of frames [0, (s+1)*tubelet) (causal, sees its past);
     mode "per_step": step s = encoding of its own tubelet only. Neither ever sees frames after step s.
+    return_full: also return the bidirectional encoding of the whole clip (B, T/tubelet, g*g, D) (in "prefix"
+    mode this is the last prefix, so it costs nothing extra).
     """
     tub = encoder.cfg.tubelet_size
     steps = clip.shape[1] // tub
     g2 = (encoder.cfg.crop_size // encoder.cfg.patch_size) ** 2
-    feats = []
+    feats, full = [], None
     for s in range(steps):
         start = 0 if mode == "prefix" else s * tub
         out = encoder(clip[:, start:(s + 1) * tub])
         feats.append(out[:, -g2:])
-    return torch.stack(feats, dim=1)
+        if mode == "prefix" and s == steps - 1:
+            full = out
+    causal = torch.stack(feats, dim=1)
+    if not return_full:
+        return causal
+    if full is None:
+        full = encoder(clip)
+    return causal, full.view(full.shape[0], steps, g2, -1)
 
 
 # ------------------------------------------------------------------------------------------------ predictor
