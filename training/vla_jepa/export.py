@@ -59,10 +59,12 @@ def count_attention_nodes(onnx_path: str | Path) -> int:
 
 def _export(module: torch.nn.Module, args: tuple, names_in: list[str], names_out: list[str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = n_bytes > 1_500_000_000  # protobuf caps a single .onnx file at 2 GB (the paper size needs this)
     with torch.no_grad():
         prog = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET, input_names=names_in,
-                                 output_names=names_out, external_data=False)
-    prog.save(str(path))
+                                 output_names=names_out, external_data=external)
+    prog.save(str(path), external_data=external)
 
 
 def _ort_session(path: Path, threads: int):
