@@ -86,3 +86,16 @@ def test_encode_instruction_from_checkpoint_without_torch_state(tmp_path, tiny_m
 
     with pytest.raises(ValueError, match="needs the prompt layout"):
         encode_instruction(tiny_model.tokenizer, "pick", cfg.max_prompt_len)
+
+
+def test_runtime_image_preparation_matches_training(tiny_model):
+    from vla_jepa.data import resize_frames
+    from vla_jepa.preprocess import prepare_images
+
+    cfg = tiny_model.cfg
+    rng = np.random.RandomState(0)
+    frames = [(rng.rand(96, 120, 3) * 255).astype(np.uint8) for _ in range(cfg.num_views)]
+    runtime = prepare_images(frames, cfg.image_size)
+    train = resize_frames(np.stack(frames), cfg.image_size).transpose(0, 3, 1, 2)[None].astype(np.float32) / 255
+    assert runtime.shape == (1, cfg.num_views, 3, cfg.image_size, cfg.image_size)
+    assert np.array_equal(runtime, train)
