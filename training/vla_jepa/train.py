@@ -244,9 +244,10 @@ def train(args: TrainArgs) -> dict:
     if world_env > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     rank, world = dist_info()
-    if tcfg.batch_size % (world * tcfg.grad_accum_steps) != 0:
-        raise ValueError(f"batch_size={tcfg.batch_size} must divide by world_size*grad_accum_steps="
-                         f"{world * tcfg.grad_accum_steps}")
+    for name, size in (("batch_size", tcfg.batch_size), ("video_batch_size", tcfg.video_batch_size)):
+        if (name == "batch_size" or tcfg.stage == 1) and size % (world * tcfg.grad_accum_steps) != 0:
+            raise ValueError(f"{name}={size} must divide by world_size*grad_accum_steps="
+                             f"{world * tcfg.grad_accum_steps}")
     device = torch.device(args.device if not args.device.startswith("cuda") else f"cuda:{rank}")
     out = Path(args.out_dir)
     cfg = get_config(args.preset)
