@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import threading
 
 import numpy as np
@@ -62,7 +63,8 @@ class FrankyArm:
         self._robot = None
         self._gripper = None
         self._gripper_future = None
-        self._gripper_open: bool | None = None
+        self._gripper_open: bool | None = None  # the last state sent to the hand
+        self._gripper_wanted: bool | None = None  # the last state asked for
         self._lock = threading.Lock()  # franky's Robot is not documented as thread-safe
 
     @property
@@ -86,13 +88,22 @@ class FrankyArm:
         self._robot, self._gripper = robot, gripper
 
     def close(self) -> None:
+        """Stop the arm, let a running gripper command finish (dropping its future mid-flight crashes the
+        client when the server goes away), then release franky's objects."""
         if self._robot is not None:
             try:
                 self._robot.stop()
             except Exception:
                 pass
+        if self._gripper_future is not None:
+            try:
+                self._gripper_future.wait(3.0)
+            except Exception:
+                pass
+            self._gripper_future = None
         self._robot = None
         self._gripper = None
+        gc.collect()
 
     @requires_connection
     def state(self) -> ArmState:
@@ -149,32 +160,49 @@ class FrankyArm:
 
     @requires_connection
     def set_gripper(self, open_: bool) -> None:
-        if self._gripper is None or open_ == self._gripper_open:
+        """Ask for open/closed. Never blocks: the hand runs one command at a time (a second command sent while
+        one is in flight hangs the client on franky-sim), so a change waits until the running one finishes
+        and is sent by `poll_gripper`."""
+        if self._gripper is None:
             return
+        self._gripper_wanted = bool(open_)
+        self._dispatch_gripper()
+
+    def _dispatch_gripper(self) -> None:
+        if self._gripper_wanted is None or self._gripper_wanted == self._gripper_open:
+            return
+        if self._gripper_future is not None:
+            if not self._gripper_future.wait(0):
+                return  # still running; poll_gripper sends the change when it finishes
+            self._collect_gripper()
         c = self.config
         try:
-            if open_:
+            if self._gripper_wanted:
                 self._gripper_future = self._gripper.move_async(c.gripper_open_width_m, c.gripper_speed_m_s)
             else:  # wide epsilons: "closed" succeeds on any object up to the open width, or on nothing
                 self._gripper_future = self._gripper.grasp_async(0.0, c.gripper_speed_m_s, c.gripper_force_n,
                                                                  epsilon_inner=0.1, epsilon_outer=0.1)
         except Exception as exc:
-            raise GripperFaultError(f"gripper {'open' if open_ else 'close'} failed: {exc}") from exc
-        self._gripper_open = open_
+            raise GripperFaultError(f"gripper {'open' if self._gripper_wanted else 'close'} failed: {exc}") from exc
+        self._gripper_open = self._gripper_wanted
 
-    @property
-    def gripper_open_commanded(self) -> bool:
-        return bool(self._gripper_open) if self._gripper_open is not None else True
-
-    def poll_gripper(self) -> None:
-        future = self._gripper_future
-        if future is None or not future.wait(0):
-            return
-        self._gripper_future = None
+    def _collect_gripper(self) -> None:
+        future, self._gripper_future = self._gripper_future, None
         try:
             future.get()
         except Exception as exc:
             raise GripperFaultError(f"gripper command failed: {exc}") from exc
+
+    @property
+    def gripper_open_commanded(self) -> bool:
+        """The last state asked for (True before any request)."""
+        return True if self._gripper_wanted is None else self._gripper_wanted
+
+    def poll_gripper(self) -> None:
+        """Surface a failed gripper command (GripperFaultError) and send a change that was waiting."""
+        if self._gripper_future is not None and self._gripper_future.wait(0):
+            self._collect_gripper()
+        self._dispatch_gripper()
 
     @requires_connection
     def recover(self) -> bool:
