@@ -84,12 +84,13 @@ class GraphProbe:
             with self.lock:
                 self.frames.append((t, image_to_rgb(msg).copy()))
 
-    def start_task(self, instruction: str, timeout_s: float, wait_s: float = 60.0):
+    def start_task(self, instruction: str, timeout_s: float, wait_s: float = 60.0, record: bool = False):
         deadline = time.monotonic() + wait_s
         while not self.execute.wait_for_service(timeout_sec=0.5):
             if time.monotonic() > deadline:
                 raise TimeoutError("/vla/execute_task did not appear (is the task_manager running?)")
-        future = self.execute.call_async(self.ExecuteTask.Request(instruction=instruction, timeout_s=timeout_s))
+        future = self.execute.call_async(self.ExecuteTask.Request(instruction=instruction, timeout_s=timeout_s,
+                                                                  record=record))
         while not future.done():
             if time.monotonic() > deadline:
                 raise TimeoutError("/vla/execute_task did not answer")
