@@ -289,6 +289,45 @@ def _bag_info(argv: list[str]) -> int:
     return bag_main(argv)
 
 
+def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
+    p.add_argument("--episodes", type=int, default=5, help="episodes per task family")
+    p.add_argument("--seed", type=int, default=seed, help="layout seed of the first episode (episode k: seed + k)")
+    p.add_argument("--families", nargs="+", default=["pick_up", "put_in_bowl"],
+                   help="task families: pick_up ('pick up the <colour> cube'), put_in_bowl")
+    p.add_argument("--task-timeout-s", type=float, default=40.0, help="sim-time limit of each task")
+
+
+@command("collect", "scripted-expert demonstrations through the sim graph, one recorded MCAP episode bag each")
+def _collect(argv: list[str]) -> int:
+    p = _parser("collect", "Run randomised episodes of every task family with the scripted expert through the full "
+                           "simulated graph, recording each task as an episode bag in OUT. Then: vla-jepa "
+                           "bags-to-dataset OUT DATASET.")
+    p.add_argument("out", help="folder for the episode bags")
+    _episode_args(p, seed=0)
+    a = p.parse_args(argv)
+    from .flywheel.commands import collect
+
+    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s)
+
+
+@command("eval", "closed-loop success rate of a model bundle in franky-sim through the full ROS graph")
+def _eval(argv: list[str]) -> int:
+    p = _parser("eval", "Run randomised episodes per task family with a model bundle in the policy node (sim, "
+                        "controller, task manager; recorder with --record). Prints per-episode outcomes and a "
+                        "success table with 95 % Wilson intervals; saves an image strip per episode.")
+    p.add_argument("bundle", help="model bundle folder")
+    _episode_args(p, seed=1000)
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
+    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.add_argument("--out-dir", default="eval_out", help="image strips and eval_results.json")
+    p.add_argument("--record", default=None, metavar="DIR", help="also record every episode as a bag in DIR")
+    a = p.parse_args(argv)
+    from .flywheel.commands import evaluate
+
+    return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
+                    a.task_timeout_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -1,0 +1,36 @@
+"""Pure parts of collect/eval: instruction schedule and the success table with Wilson intervals."""
+import pytest
+
+from vla_jepa_ros.core.stats import wilson_interval
+from vla_jepa_ros.flywheel.sim_episodes import EpisodeResult, episode_instructions, success_table
+from vla_jepa_ros.sim.tasks import parse_instruction
+
+
+def test_instructions_interleave_families_and_parse():
+    ins = episode_instructions(3, seed=4)
+    assert len(ins) == 6
+    specs = [parse_instruction(i) for i in ins]
+    assert all(specs) and [s.family for s in specs] == ["pick_up", "put_in_bowl"] * 3
+    assert episode_instructions(3, seed=4) == ins and episode_instructions(3, seed=5) != ins
+    with pytest.raises(ValueError, match="unknown task families"):
+        episode_instructions(1, families=("juggle",))
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_success_table_per_family():
+    def r(i, instruction, outcome):
+        return EpisodeResult(i, i, instruction, f"t{i}", outcome, 10.0 + i, 12.0, 40)
+
+    table = success_table([r(0, "pick up the red cube", "SUCCEEDED"), r(1, "put the red cube in the bowl", "FAILED"),
+                           r(2, "pick up the blue cube", "FAILED"), r(3, "pick up the red cube", "SUCCEEDED")])
+    lines = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert "2/3" in lines["pick_up"] and "67 %" in lines["pick_up"]
+    assert "0/1" in lines["put_in_bowl"] and "[0, 79] %" in lines["put_in_bowl"]
+    assert "2/4" in lines["all"]

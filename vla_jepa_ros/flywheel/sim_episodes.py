@@ -1,0 +1,123 @@
+"""Run many randomised task episodes through the full simulated ROS graph (collect and eval share this).
+
+One graph (task_manager, sim, policy, franka_controller and, when recording, recorder) runs every episode;
+episode k uses layout seed `seed + k` (the sim node re-places the objects when a task starts). Each episode is
+a real task through /vla/execute_task, ended by the sim's success check or by its timeout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..sim.tasks import FAMILIES, PICK_UP, TaskSpec
+
+OUTCOMES = {2: "SUCCEEDED", 3: "FAILED", 4: "CANCELED", 5: "ABORTED"}
+
+
+def episode_instructions(episodes_per_family: int, families: tuple[str, ...] = FAMILIES,
+                         colours: tuple[str, ...] = ("red", "green", "blue"), seed: int = 0) -> list[str]:
+    """Interleaved instructions: for each episode index, one per family, colours drawn from `seed`."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task families {sorted(unknown)} (known: {', '.join(FAMILIES)})")
+    rng = np.random.default_rng(seed)
+    return [TaskSpec(f, str(rng.choice(colours))).instruction for _ in range(episodes_per_family) for f in families]
+
+
+def family_of(instruction: str) -> str:
+    return PICK_UP if instruction.startswith("pick up") else "put_in_bowl"
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    episode: int
+    seed: int
+    instruction: str
+    task_id: str
+    outcome: str
+    elapsed_s: float
+    wall_s: float
+    chunks: int
+    strip: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.outcome == "SUCCEEDED"
+
+
+def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict | None = None,
+                     record_dir: str | Path | None = None, out_dir: str | Path | None = None,
+                     task_timeout_s: float = 40.0, progress: bool = True, params_file: str | None = None,
+                     log_dir: str | Path | None = None) -> list[EpisodeResult]:
+    """Run one task per instruction (layout seed `seed + k` for episode k). Returns one result per episode.
+
+    policy_params: parameters of the policy node (default: the scripted expert).
+    record_dir: when set, the recorder writes one MCAP episode bag per task there.
+    out_dir: when set, a front-camera image strip per episode is saved there.
+    """
+    from tqdm import tqdm
+
+    from ..bringup import Bringup
+    from ..sim.demo import GraphProbe, save_strip
+
+    nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
+    extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params or {"policy": "expert"}}
+    if record_dir:
+        extra["recorder"] = {"output_dir": str(Path(record_dir).resolve())}
+    env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    results: list[EpisodeResult] = []
+    with Bringup("sim", params_file=params_file, extra_params=extra, nodes=nodes, env=env, log_dir=log_dir) as graph:
+        probe = GraphProbe()
+        try:
+            probe.wait_ready(check=graph.check)
+            bar = tqdm(instructions, desc="episodes", unit="ep", disable=not progress)
+            for k, instruction in enumerate(bar):
+                with probe.lock:
+                    probe.chunks.clear()
+                    probe.frames.clear()
+                probe.record = True
+                wall0 = time.monotonic()
+                reply = probe.start_task(instruction, task_timeout_s, record=bool(record_dir))
+                if not reply.accepted:
+                    raise RuntimeError(f"episode {k}: task refused: {reply.message}")
+                final = probe.wait_outcome(reply.task_id, wall_timeout_s=task_timeout_s * 10 + 60, check=graph.check)
+                time.sleep(0.3)  # let the recorder see the terminal status and close the bag
+                probe.record = False
+                with probe.lock:
+                    chunks, frames = len(probe.chunks), [f for _, f in probe.frames]
+                strip = save_strip(frames, Path(out_dir) / f"episode_{k:03d}_seed_{seed + k}.png") if out_dir else None
+                results.append(EpisodeResult(k, seed + k, instruction, reply.task_id,
+                                             OUTCOMES.get(final.state, str(final.state)), float(final.elapsed_s),
+                                             time.monotonic() - wall0, chunks, str(strip or "")))
+                bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+        finally:
+            probe.close()
+    return results
+
+
+def success_table(results: list[EpisodeResult]) -> str:
+    """Per task family: successes / episodes, rate with a 95 % Wilson interval, mean duration."""
+    from ..core.stats import wilson_interval
+
+    rows = [("family", "success", "rate", "95% CI", "mean time s")]
+    groups: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        groups.setdefault(family_of(r.instruction), []).append(r)
+    for name, group in [*sorted(groups.items()), ("all", results)]:
+        s, n = sum(r.success for r in group), len(group)
+        lo, hi = wilson_interval(s, n)
+        rows.append((name, f"{s}/{n}", f"{100 * s / max(n, 1):.0f} %", f"[{100 * lo:.0f}, {100 * hi:.0f}] %",
+                     f"{np.mean([r.elapsed_s for r in group]):.1f}" if group else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def episode_table(results: list[EpisodeResult]) -> str:
+    lines = [f"{'ep':>3} {'seed':>5}  {'outcome':10} {'sim s':>6} {'wall s':>6} {'chunks':>6}  instruction"]
+    lines += [f"{r.episode:3d} {r.seed:5d}  {r.outcome:10} {r.elapsed_s:6.1f} {r.wall_s:6.1f} {r.chunks:6d}  "
+              f"{r.instruction}" for r in results]
+    return "\n".join(lines)
