@@ -102,6 +102,14 @@ class ArmController:
     # ------------------------------------------------------------------ control step
     def tick(self, now_s: float) -> StepDecision:
         """Surface faults, then execute the step due now (if any). Call at the control rate."""
+        if self.executor.estop:
+            if not self.config.dry_run:
+                try:
+                    self.arm.poll()  # the stop preempts the running motion: that error is expected, not a fault
+                except ArmError:
+                    self.arm.recover()
+            self.report.mode = Mode.ESTOP
+            return self.executor.step(now_s)
         if not self.config.dry_run:
             try:
                 self.arm.poll()
