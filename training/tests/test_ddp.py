@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from vla_jepa.config import TrainConfig
@@ -22,7 +21,8 @@ def test_two_process_gloo_matches_single_process(tmp_path, mode):
                              progress=False))
     cli = [f"--train.{k.replace('_', '-')}={v}" for k, v in TRAIN_KW.items()]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={29533 if mode == 'ddp' else 29534}",
+    port = 29533 if mode == "ddp" else 29534
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}",
            "-m", "vla_jepa.train", f"--out-dir={tmp_path / 'ddp'}", "--synthetic-episodes=2", "--no-progress", *cli,
            *(["--train.fsdp"] if mode == "fsdp" else [])]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -1,6 +1,7 @@
 """Flow-matching inference: deterministic for fixed noise, finite, de-normalised into robot units."""
 
 import numpy as np
+import pytest
 import torch
 
 from vj_helpers import make_batch
@@ -49,8 +50,14 @@ def test_batched_equals_single_and_padding_is_inert(tiny_model):
     assert torch.allclose(junk, single, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_inference_latency_tiny_one_thread(tiny_model):
+    """A timing check: only meaningful when a core is free (the budget is ~60 ms on an idle core)."""
+    import os
     import time
+
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        pytest.skip(f"machine busy (load {os.getloadavg()[0]:.1f}): latency would measure the other jobs")
 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -67,7 +74,7 @@ def test_inference_latency_tiny_one_thread(tiny_model):
             policy(*args)
             times.append(time.perf_counter() - t)
     torch.set_num_threads(prev)
-    assert np.median(times) < 0.25  # budget is ~60 ms on an idle core; generous for a shared CI machine
+    assert np.median(times) < 0.12  # measured 19-21 ms; the budget is ~60 ms
 
 
 def test_encode_instruction_from_checkpoint_without_torch_state(tmp_path, tiny_model):
@@ -82,8 +89,6 @@ def test_encode_instruction_from_checkpoint_without_torch_state(tmp_path, tiny_m
     assert np.array_equal(ids, ref_ids) and np.array_equal(mask, ref_mask) and ids.shape == (1, cfg.max_prompt_len)
     ids2, _ = encode_instruction(load_prompt_tokenizer(str(tmp_path / "ck")), "pick up the cube", cfg.max_prompt_len)
     assert np.array_equal(ids2, ref_ids)
-    import pytest
-
     with pytest.raises(ValueError, match="needs the prompt layout"):
         encode_instruction(tiny_model.tokenizer, "pick", cfg.max_prompt_len)
 

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint, load_into, load_public_checkpoint, load_qwen3vl_folder,
-                         load_vjepa2_folder, save_checkpoint)
+from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
+                         load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
                    VideoFolderSource, collate, synthetic_episodes)

@@ -12,7 +12,6 @@ with a prefix strip. Differences from HF are only in *how* things are computed, 
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -333,4 +332,4 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Qwen3VLBackbone", "VisionModel", "TextModel", "RMSNorm", "count_params", "math"]
+__all__ = ["Qwen3VLBackbone", "VisionModel", "TextModel", "RMSNorm", "count_params"]
