@@ -54,7 +54,7 @@ class TrainArgs:
     qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
     vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
     device: str = "cpu"
-    threads: int = 0  # torch threads (0: leave torch's default)
+    threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
     progress: bool = True
 
 
