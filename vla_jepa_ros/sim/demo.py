@@ -147,12 +147,16 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
-    if policy != "expert" or bundle:
-        raise ValueError(f"policy={policy!r} bundle={bundle!r}: this demo version runs the scripted expert only "
-                         "(model bundles arrive with the policy runtime)")
+    if bundle:
+        policy = "bundle"
+    if policy not in ("expert", "bundle") or (policy == "bundle" and not bundle):
+        raise ValueError(f"policy={policy!r} bundle={bundle!r}: use policy='expert', or give a bundle folder")
     say = print if verbose else (lambda *a, **k: None)
     out = Path(out_dir)
-    extra = {"sim": {"layout_seed": int(seed)}, "policy": {"policy": policy}}
+    policy_params = {"policy": policy}
+    if bundle:  # a learned policy must not see the simulator's ground truth
+        policy_params.update(bundle_path=str(Path(bundle).resolve()), use_ground_truth=False)
+    extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params}
     env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     results = []
     t_start = time.monotonic()
