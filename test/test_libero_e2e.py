@@ -25,7 +25,7 @@ pytestmark = [
 MIN_MOVE_M = 0.01  # a 14-step chunk at half scale commands 14 * 0.025 m; the arm must cover at least this
 
 
-def _run(args: list[str], timeout_s: float = 240) -> subprocess.CompletedProcess:
+def _run(args: list[str], timeout_s: float = 270) -> subprocess.CompletedProcess:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(LIBERO_PY), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout_s)

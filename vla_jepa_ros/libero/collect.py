@@ -125,6 +125,10 @@ class CollectRunner:
         self._envs, self._key = None, None
 
 
+def _staged_name(key: tuple) -> str:
+    return f"task{key[0]:03d}_init{key[1]:03d}.npz"
+
+
 def make_collect_runner(suite: str, image_px: int, camera_px: int, max_steps: int) -> CollectRunner:
     return CollectRunner(suite, image_px, camera_px, max_steps)
 
@@ -140,8 +144,8 @@ def run_collect(out: str | Path, suite: str = "libero_spatial", tasks: list[int]
     from .env import suite_tasks
 
     out = Path(out)
-    if (out / "meta.json").exists() and not overwrite:
-        raise FileExistsError(f"{out / 'meta.json'} exists; pass --overwrite to replace the dataset")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace the dataset")
     all_tasks = suite_tasks(suite)
     chosen = list(range(len(all_tasks))) if not tasks else tasks
     jobs = []
@@ -158,27 +162,34 @@ def run_collect(out: str | Path, suite: str = "libero_spatial", tasks: list[int]
     bar = tqdm(total=len(jobs), desc=f"libero-collect {suite}", unit="ep", disable=not progress, file=sys.stderr)
     crashed = []
 
+    staging = out / ".staging"  # kept episodes go to disk as they arrive (memory; nothing lost on a late crash)
+    staging.mkdir(parents=True, exist_ok=True)
+
     def on_result(o):
         if isinstance(o, JobDone):
-            results[o.key] = o.value
+            ep = o.value.pop("episode")
+            if ep is not None:
+                np.savez(staging / _staged_name(o.key), **ep)
+            results[o.key] = {**o.value, "kept": ep is not None}
         else:
             crashed.append({"task_id": o.key[0], "init_index": o.key[1], "error": o.error})
             bar.write(f"[libero-collect] {o.key} crashed twice: {o.error.strip().splitlines()[-1]}")
         bar.update(1)
-        bar.set_postfix(kept=sum(1 for r in results.values() if r["episode"] is not None))
+        bar.set_postfix(kept=sum(1 for r in results.values() if r["kept"]))
 
     t0 = time.perf_counter()
     run_jobs(jobs, functools.partial(make_collect_runner, suite, image_px, camera_px, steps), workers=workers,
              on_result=on_result, worker_env={"OMP_NUM_THREADS": "1"})
     bar.close()
-    kept = [results[k] for k in sorted(results) if results[k]["episode"] is not None]
+    kept_keys = [k for k in sorted(results) if results[k]["kept"]]
+    kept = [results[k] for k in kept_keys]
     per_task = []
     for tid in chosen:
         rs = [r for k, r in results.items() if k[0] == tid]
         per_task.append({"task_id": tid, "task_name": all_tasks[tid].name, "attempts": len(rs),
                          "expert_success": sum(r["success"] for r in rs),
                          "replay_exact": sum(bool(r["replay_exact"]) for r in rs),
-                         "kept": sum(r["episode"] is not None for r in rs)})
+                         "kept": sum(r["kept"] for r in rs)})
     report = {"suite": suite, "tasks": chosen, "episodes_per_task": episodes_per_task,
               "first_init_state": first_init_state, "image_px": image_px, "workers": workers,
               "wall_s": time.perf_counter() - t0, "kept": len(kept), "attempts": len(jobs), "per_task": per_task,
@@ -192,8 +203,13 @@ def run_collect(out: str | Path, suite: str = "libero_spatial", tasks: list[int]
                  f"{sum(t['replay_exact'] for t in per_task)} | {len(kept)} |")
     report["table"] = "\n".join(lines)
     if kept:
-        episodes = [Episode(frames=r["episode"]["frames"], states=r["episode"]["state"],
-                            actions=r["episode"]["actions"], instruction=r["instruction"]) for r in kept]
+        def staged():
+            for k in kept_keys:
+                with np.load(staging / _staged_name(k)) as z:
+                    yield results[k]["instruction"], {name: z[name] for name in z.files}
+
+        episodes = (Episode(frames=e["frames"], states=e["state"], actions=e["actions"], instruction=text)
+                    for text, e in staged())
         write_episode_dataset(out, episodes, cameras=list(DATASET_CAMERAS), fps=CONTROL_RATE_HZ,
                               action_space="libero_delta_ee", overwrite=overwrite)
         meta = json.loads((out / "meta.json").read_text())
@@ -205,12 +221,14 @@ def run_collect(out: str | Path, suite: str = "libero_spatial", tasks: list[int]
         if lerobot_dir:
             from ..dataset.lerobot_v3 import Episode as LeEpisode, write_lerobot_v3
 
-            write_lerobot_v3(lerobot_dir, (LeEpisode(frames={c: r["episode"]["frames"][:, i]
+            write_lerobot_v3(lerobot_dir, (LeEpisode(frames={c: e["frames"][:, i]
                                                              for i, c in enumerate(DATASET_CAMERAS)},
-                                                     state=r["episode"]["state"], actions=r["episode"]["actions"],
-                                                     task=r["instruction"]) for r in kept),
+                                                     state=e["state"], actions=e["actions"], task=text)
+                                           for text, e in staged()),
                              fps=int(CONTROL_RATE_HZ), state_names=list(LIBERO_STATE_NAMES),
                              action_names=list(LIBERO_ACTION_NAMES), robot_type="libero_panda")
-    out.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
     (out / "collect.json").write_text(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
     return report
