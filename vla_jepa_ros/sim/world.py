@@ -216,8 +216,6 @@ class SimWorld:
         if "front" in c.cameras:
             ET.SubElement(world, "camera", name="front", pos=_fmt(c.front_camera_pos_m), fovy=f"{c.front_camera_fovy_deg}",
                           xyaxes=_fmt(look_at_xyaxes(np.array(c.front_camera_pos_m), np.array(c.front_camera_target_m))))
-        if "wrist" in c.cameras:
-            self._wrist_camera = True
 
     def _add_wrist_camera(self) -> None:
         # The hand body exists only after add_robot(); mount the camera behind the fingers, looking along them.
