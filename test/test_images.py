@@ -83,3 +83,17 @@ def test_check_rgb_rejects_wrong_dtype_and_shape():
         check_rgb(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ImageError, match=r"shape \(4, 4\)"):
         check_rgb(np.zeros((4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("encoding, channels", [("rgba8", 4), ("bgra8", 4), ("mono8", 1)])
+def test_other_raw_encodings_become_rgb(encoding, channels):
+    rgb = np.random.default_rng(1).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    if encoding == "rgba8":
+        raw = np.concatenate([rgb, np.full((4, 5, 1), 7, np.uint8)], axis=2)
+    elif encoding == "bgra8":
+        raw = np.concatenate([rgb[:, :, ::-1], np.full((4, 5, 1), 7, np.uint8)], axis=2)
+    else:
+        raw = rgb[:, :, :1]
+        rgb = np.repeat(raw, 3, axis=2)
+    out = raw_to_rgb(raw.tobytes(), 5, 4, 5 * channels, encoding)
+    np.testing.assert_array_equal(out, rgb)

@@ -295,6 +295,8 @@ def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
     p.add_argument("--families", nargs="+", default=["pick_up", "put_in_bowl"],
                    help="task families: pick_up ('pick up the <colour> cube'), put_in_bowl")
     p.add_argument("--task-timeout-s", type=float, default=40.0, help="sim-time limit of each task")
+    p.add_argument("--robot-host", default=None,
+                   help="loopback address for franky-sim (e.g. 127.0.0.2 to run beside another sim)")
 
 
 @command("collect", "scripted-expert demonstrations through the sim graph, one recorded MCAP episode bag each")
@@ -307,7 +309,7 @@ def _collect(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .flywheel.commands import collect
 
-    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s)
+    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host)
 
 
 @command("eval", "closed-loop success rate of a model bundle in franky-sim through the full ROS graph")
@@ -325,7 +327,7 @@ def _eval(argv: list[str]) -> int:
     from .flywheel.commands import evaluate
 
     return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s)
+                    a.task_timeout_s, a.robot_host)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 MAX_SIDE_PX = 8192
-RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3}
+RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 
@@ -29,7 +29,7 @@ def check_size(width_px: int, height_px: int, expected_wh_px: tuple[int, int] | 
 
 def raw_to_rgb(data: bytes | np.ndarray, width_px: int, height_px: int, step_bytes: int, encoding: str,
                expected_wh_px: tuple[int, int] | None = None) -> np.ndarray:
-    """Raw rgb8/bgr8 pixel buffer -> (H, W, 3) uint8 RGB (a view for rgb8 with a tight step)."""
+    """Raw pixel buffer (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB (a view for rgb8)."""
     channels = RAW_ENCODINGS.get(encoding)
     if channels is None:
         raise ImageError(f"unsupported encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})")
@@ -42,7 +42,11 @@ def raw_to_rgb(data: bytes | np.ndarray, width_px: int, height_px: int, step_byt
     if buf.size < need:
         raise ImageError(f"truncated data: {buf.size} bytes, expected step*height = {need}")
     img = buf[:need].reshape(height_px, step_bytes)[:, :row_bytes].reshape(height_px, width_px, channels)
-    return img if encoding == "rgb8" else img[:, :, ::-1]
+    if encoding == "rgb8":
+        return img
+    if encoding == "mono8":
+        return np.repeat(img, 3, axis=2)
+    return img[:, :, :3] if encoding == "rgba8" else img[:, :, 2::-1]  # bgr8 / bgra8: reverse the colour channels
 
 
 def compressed_format(format_field: str) -> str:

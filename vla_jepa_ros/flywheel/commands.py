@@ -16,11 +16,12 @@ def _save(results, path: Path, extra: dict) -> None:
 
 
 def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[str, ...],
-            task_timeout_s: float) -> int:
+            task_timeout_s: float, robot_host: str | None = None) -> int:
     """Scripted-expert episodes through the full sim graph, each recorded as an MCAP episode bag in out_dir."""
     t0 = time.monotonic()
     instructions = episode_instructions(episodes_per_family, families, seed=seed)
-    results = run_sim_episodes(instructions, seed=seed, record_dir=out_dir, task_timeout_s=task_timeout_s)
+    results = run_sim_episodes(instructions, seed=seed, record_dir=out_dir, task_timeout_s=task_timeout_s,
+                               robot_host=robot_host)
     print("\n" + episode_table(results) + "\n\n" + success_table(results))
     print(f"\n{len(results)} episodes recorded in {out_dir} ({time.monotonic() - t0:.0f} s); next: "
           f"vla-jepa bags-to-dataset {out_dir} DATASET")
@@ -29,7 +30,8 @@ def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[s
 
 
 def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[str, ...], backend: str,
-             threads: int, out_dir: str, record_dir: str | None, task_timeout_s: float) -> int:
+             threads: int, out_dir: str, record_dir: str | None, task_timeout_s: float,
+             robot_host: str | None = None) -> int:
     """A model bundle in the full sim graph (policy node on `backend`): success table with 95 % intervals."""
     from ..runtime.bundle import load_bundle
 
@@ -40,7 +42,7 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
     policy = {"policy": "bundle", "bundle_path": str(bundle_dir), "backend": backend, "threads": threads,
               "use_ground_truth": False, "cameras": list(manifest.cameras)}
     results = run_sim_episodes(instructions, seed=seed, policy_params=policy, record_dir=record_dir,
-                               out_dir=out_dir, task_timeout_s=task_timeout_s)
+                               out_dir=out_dir, task_timeout_s=task_timeout_s, robot_host=robot_host)
     print(f"\nmodel {manifest.model_id} ({backend}), layouts seeds {seed}..{seed + len(results) - 1}\n")
     print(episode_table(results) + "\n\n" + success_table(results))
     _save(results, Path(out_dir) / "eval_results.json",

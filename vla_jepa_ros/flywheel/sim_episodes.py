@@ -52,12 +52,13 @@ class EpisodeResult:
 def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict | None = None,
                      record_dir: str | Path | None = None, out_dir: str | Path | None = None,
                      task_timeout_s: float = 40.0, progress: bool = True, params_file: str | None = None,
-                     log_dir: str | Path | None = None) -> list[EpisodeResult]:
+                     log_dir: str | Path | None = None, robot_host: str | None = None) -> list[EpisodeResult]:
     """Run one task per instruction (layout seed `seed + k` for episode k). Returns one result per episode.
 
     policy_params: parameters of the policy node (default: the scripted expert).
     record_dir: when set, the recorder writes one MCAP episode bag per task there.
     out_dir: when set, a front-camera image strip per episode is saved there.
+    robot_host: loopback address for franky-sim's servers (another 127.x.y.z lets two sims run side by side).
     """
     from tqdm import tqdm
 
@@ -66,6 +67,9 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
 
     nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params or {"policy": "expert"}}
+    if robot_host:
+        extra["sim"]["world.robot_host"] = robot_host
+        extra["franka_controller"] = {"arm.robot_host": robot_host}
     if record_dir:
         extra["recorder"] = {"output_dir": str(Path(record_dir).resolve())}
     env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}

@@ -15,8 +15,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
 
-from ..core.images import check_size, decode_compressed
-from ..core.types import TaskState
+from ..core.images import decode_compressed
+from ..core.types import TaskState, robot_state_vector
 from ..ros.conversions import chunk_to_msg, image_to_rgb, stamp_to_s
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
@@ -106,8 +106,7 @@ class PolicyNode(Node):
     def _on_image(self, cam: str, msg) -> None:
         try:
             if isinstance(msg, Image):
-                rgb = image_to_rgb(msg)
-                check_size(msg.width, msg.height, self._expected_wh)
+                rgb = image_to_rgb(msg, self._expected_wh)
             else:
                 rgb = decode_compressed(msg.data, msg.format, self._expected_wh)
         except ValueError as exc:
@@ -116,8 +115,8 @@ class PolicyNode(Node):
         self.loop.put_frame(cam, rgb, stamp_to_s(msg.header.stamp))
 
     def _on_state(self, st: RobotState) -> None:
-        self.loop.set_state(np.array([*st.ee_position_m, *st.ee_rpy_rad, st.gripper_width_m,
-                                      1.0 if st.gripper_open_commanded else 0.0], dtype=np.float32))
+        self.loop.set_state(robot_state_vector(st.ee_position_m, st.ee_rpy_rad, st.gripper_width_m,
+                                               st.gripper_open_commanded))
 
     def _on_status(self, msg: TaskStatus) -> None:
         self.loop.set_task(msg.task_id, msg.instruction, msg.state == TaskState.RUNNING)

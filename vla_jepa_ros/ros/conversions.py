@@ -9,11 +9,8 @@ from sensor_msgs.msg import Image
 
 from vla_jepa_interfaces.msg import ActionChunk as ActionChunkMsg
 
+from ..core.images import ImageError, raw_to_rgb  # noqa: F401  (ImageError re-exported)
 from ..core.types import ActionChunk
-
-
-class ImageError(ValueError):
-    """An image message that cannot be turned into an RGB array (the message says why)."""
 
 
 def stamp_to_s(stamp: Time) -> float:
@@ -25,36 +22,9 @@ def s_to_stamp(t_s: float) -> Time:
     return Time(sec=sec, nanosec=min(int(round((t_s - sec) * 1e9)), 999_999_999))
 
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-
-
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB.
-
-    Zero-copy for rgb8 with a tight step. Raises ImageError for unknown encodings, bad steps or short data.
-    """
-    channels = _CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise ImageError(f"unsupported encoding {msg.encoding!r} (supported: {', '.join(_CHANNELS)})")
-    if msg.height == 0 or msg.width == 0:
-        raise ImageError(f"empty image {msg.width}x{msg.height}")
-    row_bytes = msg.width * channels
-    if msg.step < row_bytes:
-        raise ImageError(f"step {msg.step} < width*channels {row_bytes} for {msg.encoding}")
-    need = msg.step * msg.height
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size < need:
-        raise ImageError(f"truncated data: {data.size} bytes, expected step*height = {need}")
-    img = data[:need].reshape(msg.height, msg.step)[:, :row_bytes].reshape(msg.height, msg.width, channels)
-    if msg.encoding == "rgb8":
-        return img
-    if msg.encoding == "bgr8":
-        return img[:, :, ::-1]
-    if msg.encoding == "rgba8":
-        return img[:, :, :3]
-    if msg.encoding == "bgra8":
-        return img[:, :, 2::-1]
-    return np.repeat(img, 3, axis=2)
+def image_to_rgb(msg: Image, expected_wh_px: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (zero-copy for rgb8). Raises core.images.ImageError."""
+    return raw_to_rgb(msg.data, msg.width, msg.height, msg.step, msg.encoding, expected_wh_px)
 
 
 def rgb_to_image(rgb: np.ndarray, stamp_s: float, frame_id: str) -> Image:
