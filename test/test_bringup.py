@@ -111,3 +111,25 @@ def test_cli_reports_a_node_that_refuses_to_start(tmp_path):
     assert proc.returncode == 1
     assert "node 'task_manager' exited with code 2" in proc.stderr
     assert "default_timeout_s=-3" in proc.stderr  # the node's own reason, from its log tail
+
+
+def test_nodes_never_inherit_a_realtime_scheduler(tmp_path):
+    """A parent on SCHED_FIFO (what a franky connection leaves behind) must not pass it to the graph's nodes."""
+    if os.geteuid() != 0:
+        pytest.skip("setting SCHED_FIFO needs root (CAP_SYS_NICE)")
+    previous = os.sched_getscheduler(0), os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    try:
+        b = Bringup("task_manager_only", log_dir=tmp_path).start()
+    finally:
+        os.sched_setscheduler(0, previous[0], previous[1])
+    try:
+        pid = b.procs["task_manager"].pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "rclpy" not in Path(f"/proc/{pid}/maps").read_text():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        b.check()
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        b.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import os
 import threading
 
 import numpy as np
@@ -15,6 +16,12 @@ from ..core.geometry import matrix_to_quat, quat_to_matrix
 from .arm import ArmFaultError, ArmNotConnectedError, ArmState, GripperFaultError
 
 _REALTIME = ("enforce", "ignore")
+
+
+def normal_scheduling() -> None:
+    """Put the calling thread back on the normal (SCHED_OTHER) scheduler."""
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +87,11 @@ class FrankyArm:
                     "ignore": franky.RealtimeConfig.Ignore}[self.config.realtime_config]
         try:
             robot = franky.Robot(self.config.robot_host, realtime_config=realtime)
+            if self.config.realtime_config == "ignore":
+                # libfranka raises the constructing thread to SCHED_FIFO 99 whenever it may (always as root),
+                # even with Ignore. Threads and processes started later inherit it, and a busy FIFO-99 thread
+                # starves everything else (the simulator first). Without a realtime kernel, RT buys nothing.
+                normal_scheduling()
             robot.relative_dynamics_factor = self.config.relative_dynamics_factor
             robot.recover_from_errors()
             gripper = franky.Gripper(self.config.robot_host) if self.config.use_gripper else None

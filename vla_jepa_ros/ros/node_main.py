@@ -1,6 +1,7 @@
 """The one `main()` pattern every node uses: init, spin, exit cleanly on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -15,6 +16,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     A ValueError while constructing the node (bad parameters, a bundle that disagrees with its parameters)
     is logged as one clear line and exits with code 2 instead of a traceback.
     """
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        # never inherit a realtime policy from whoever started us (e.g. a process that connected franky):
+        # a FIFO-99 executor thread spinning on a 2-core machine starves the simulator and every other node
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
