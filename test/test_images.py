@@ -21,7 +21,7 @@ def test_raw_rgb8_and_bgr8_with_padded_step():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(encoding="mono16"), "unsupported encoding 'mono16'"),
-    (dict(step=64 * 3 - 1), "step 191 < width*channels = 192"),
+    (dict(step=64 * 3 - 1), "step 191 < width*channels 192"),
     (dict(data_bytes=64 * 3 * 48 - 1), "truncated data: 9215 bytes, expected step*height = 9216"),
     (dict(width=0), "empty image 0x48"),
     (dict(expected=(32, 48)), "wrong size 64x48, expected 32x48"),

@@ -36,7 +36,7 @@ def raw_to_rgb(data: bytes | np.ndarray, width_px: int, height_px: int, step_byt
     check_size(width_px, height_px, expected_wh_px)
     row_bytes = width_px * channels
     if step_bytes < row_bytes:
-        raise ImageError(f"step {step_bytes} < width*channels = {row_bytes} for {encoding}")
+        raise ImageError(f"step {step_bytes} < width*channels {row_bytes} ({encoding})")
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
     need = step_bytes * height_px
     if buf.size < need:

@@ -13,15 +13,9 @@ import threading
 import numpy as np
 
 from ..core.geometry import matrix_to_quat, quat_to_matrix
-from .arm import ArmFaultError, ArmNotConnectedError, ArmState, GripperFaultError
+from .arm import ArmError, ArmFaultError, ArmNotConnectedError, ArmState, GripperFaultError
 
 _REALTIME = ("enforce", "ignore")
-
-
-def normal_scheduling() -> None:
-    """Put the calling thread back on the normal (SCHED_OTHER) scheduler."""
-    if os.sched_getscheduler(0) != os.SCHED_OTHER:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +44,23 @@ class FrankyArmConfig:
 
 
 def requires_connection(method):
-    """Raise ArmNotConnectedError instead of touching a robot that is not connected."""
+    """Raise ArmNotConnectedError instead of touching a robot that is not connected, and turn franky's own
+    exceptions (NetworkException, ControlException, ...) into ArmFaultError so callers handle one family."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if self._robot is None:
             raise ArmNotConnectedError(f"{method.__name__}: arm at {self.config.robot_host} is not connected")
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except ArmError:
+            raise
+        except Exception as exc:
+            # franky's exception types, and RuntimeError for libfranka errors pybind11 passes through
+            # untranslated (e.g. "Net Exception" when a state read races a motion start)
+            if not (type(exc).__module__.startswith("franky") or type(exc) is RuntimeError):
+                raise
+            raise ArmFaultError(f"{method.__name__}: {type(exc).__name__}: {exc}") from exc
 
     return wrapper
 
@@ -70,6 +74,7 @@ class FrankyArm:
         self._robot = None
         self._gripper = None
         self._gripper_future = None
+        self._last_width_m = 0.0
         self._gripper_open: bool | None = None  # the last state sent to the hand
         self._gripper_wanted: bool | None = None  # the last state asked for
         self._lock = threading.Lock()  # franky's Robot is not documented as thread-safe
@@ -89,9 +94,9 @@ class FrankyArm:
             robot = franky.Robot(self.config.robot_host, realtime_config=realtime)
             if self.config.realtime_config == "ignore":
                 # libfranka raises the constructing thread to SCHED_FIFO 99 whenever it may (always as root),
-                # even with Ignore. Threads and processes started later inherit it, and a busy FIFO-99 thread
-                # starves everything else (the simulator first). Without a realtime kernel, RT buys nothing.
-                normal_scheduling()
+                # even with Ignore; threads started later inherit it, and a busy FIFO-99 thread starves the
+                # rest of the machine (the simulator first). Without a realtime kernel RT buys nothing.
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
             robot.relative_dynamics_factor = self.config.relative_dynamics_factor
             robot.recover_from_errors()
             gripper = franky.Gripper(self.config.robot_host) if self.config.use_gripper else None
@@ -122,9 +127,20 @@ class FrankyArm:
         with self._lock:
             rs = self._robot.state
             pose = self._robot.current_cartesian_state.pose.end_effector_pose
-        width = float(self._gripper.width) if self._gripper is not None else 0.0
+        width = self._gripper_width()
         return ArmState(position_m=np.array(pose.translation, float), rotation=quat_to_matrix(np.array(pose.quaternion)),
                         q_rad=np.array(rs.q, float), dq_rad_s=np.array(rs.dq, float), gripper_width_m=width)
+
+    def _gripper_width(self) -> float:
+        """Measured finger width; the last good one when a read fails (a UDP timeout while the hand is busy
+        must not cost the arm's state)."""
+        if self._gripper is None:
+            return 0.0
+        try:
+            self._last_width_m = float(self._gripper.width)
+        except Exception:  # noqa: BLE001
+            pass
+        return self._last_width_m
 
     @requires_connection
     def move_to(self, position_m: np.ndarray, rotation: np.ndarray) -> None:
