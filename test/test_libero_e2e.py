@@ -101,7 +101,8 @@ PROBE = textwrap.dedent("""
     demo = scripted_rollout(env, 0, 220, seed=7)  # after other episodes in this env: replay must not care
     env.reset(5, seed=1)
     _, exact = replay(env, demo, 64)
-    demo.actions[len(demo.actions) // 2, 0] += 0.2
+    mid = len(demo.actions) // 2  # flip dx inside [-1, 1]: a +0.2 on a saturated action is clipped to no change
+    demo.actions[mid, 0] = -0.5 if demo.actions[mid, 0] > 0 else 0.5
     _, tampered = replay(env, demo, 64)
     out["replay"] = {"success": demo.success, "steps": len(demo.actions), "exact": exact, "tampered": tampered}
     print("PROBE" + json.dumps(out))
