@@ -21,20 +21,7 @@ from collections import defaultdict
 from .protocol import PLUS_COLUMNS, base_suite, perturbation
 
 SCHEMA_VERSION = 1
-Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion; (0, 1) when n == 0."""
-    if n < 0 or not 0 <= successes <= max(n, 0):
-        raise ValueError(f"need 0 <= successes={successes} <= n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+from ..core.stats import Z95, wilson_interval  # noqa: E402,F401  (shared with vla-jepa eval)
 
 
 @dataclasses.dataclass
