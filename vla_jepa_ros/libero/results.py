@@ -15,7 +15,6 @@ results.json (schema_version 1):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 
 from .protocol import PLUS_COLUMNS, base_suite, perturbation
