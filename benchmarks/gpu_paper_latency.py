@@ -30,6 +30,25 @@ def _stats(values):
     return float(np.median(v)), float(np.percentile(v, 99))
 
 
+def _profile(model, inputs, device: str) -> None:
+    """One eager bf16 call under torch.profiler: the top kernels by device time, attention kernels marked."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from vla_jepa_ros.runtime.torch_backend import TorchBackend, TorchBackendConfig
+
+    backend = TorchBackend(model, TorchBackendConfig(device=device, dtype="bfloat16", sdpa="flash"))
+    backend.run(inputs)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        backend.run(inputs)
+    sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=70), flush=True)
+    names = [e.key for e in prof.key_averages()]
+    attention = sorted({n for n in names if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa"))})
+    print("attention kernels/ops seen:", attention, flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="paper")
@@ -39,6 +58,8 @@ def main() -> int:
     p.add_argument("--compile", action="store_true", help="add torch.compile variants (slow to compile)")
     p.add_argument("--no-fp32", action="store_true", help="skip the fp32 reference (saves memory and time)")
     p.add_argument("--json", default="")
+    p.add_argument("--profile", action="store_true",
+                   help="profile one eager bf16 call and print its top kernels (shows which SDPA kernel ran)")
     args = p.parse_args()
 
     import torch
@@ -113,6 +134,9 @@ def main() -> int:
             row = {"variant": name, "error": f"{type(exc).__name__}: {exc}"[:300]}
         rows.append(row)
         print(json.dumps(row), flush=True)
+
+    if args.profile:
+        _profile(model, inputs, args.device)
 
     base = next((r["total"][0] for r in rows if r["variant"] == "eager bf16 sdpa-flash" and "total" in r), None)
     print(f"\n{card}, preset {cfg.name}, batch 1, {args.iterations} calls (ms; median / p99)")
