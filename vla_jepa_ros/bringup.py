@@ -24,6 +24,17 @@ from .graph import Graph, NodeSpec, get_graph, share_file
 from .ros.shm import remove_stale_fastdds_files
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGINT when the process that started us dies, even by SIGKILL,
+    so a killed `vla-jepa demo` or test never leaves nodes running (holding franky-sim's ports, say)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup still stops the nodes
+        pass
+
+
 class NodeDied(RuntimeError):
     """A node of the graph exited while the graph was supposed to be running."""
 
@@ -93,7 +104,8 @@ class Bringup:
                 files.append(write_overrides(self.log_dir / f"{spec.name}.overrides.yaml", spec.name, params))
             cmd = node_command(spec, files)
             proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # we forward signals ourselves
+                                    stdin=subprocess.DEVNULL, start_new_session=True,  # we forward signals ourselves
+                                    preexec_fn=_die_with_parent)
             self.procs[spec.name] = proc
             pump = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
             pump.start()

@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import signal
 import sys
+from pathlib import Path
 from typing import Callable
 
 Command = Callable[[list[str]], int]
@@ -346,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(f"vla-jepa: unknown command {name!r}{hint} (known: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    # SIGTERM (timeout, systemd, a CI runner) unwinds like Ctrl-C, so running graphs are stopped cleanly
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     return COMMANDS[name][1](rest)
 
 

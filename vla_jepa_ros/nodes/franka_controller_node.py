@@ -7,11 +7,12 @@ state_rate_hz. /franka/estop (Bool true) stops the arm at once and refuses motio
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -69,20 +70,18 @@ class FrankaControllerNode(Node):
         self._chunk_msg: ActionChunk | None = None
         self._status: TaskStatus | None = None
         self._next_connect_s = 0.0
-        control, state = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
-        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=control)
-        self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS, callback_group=control)
+        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
+        self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         # E-stop acts in its callback (not on the next tick): stopping the arm is the one job that cannot wait.
-        self.create_subscription(Bool, "/franka/estop", self._on_estop, RELIABLE_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(Bool, "/franka/estop", self._on_estop, RELIABLE_QOS)
         self._joint_pub = self.create_publisher(JointState, "/franka/joint_states", RELIABLE_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, "/franka/ee_pose", RELIABLE_QOS)
         self._state_pub = self.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
         self._target_pub = self.create_publisher(PoseStamped, "/franka/target_pose", RELIABLE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0 / self.config.control_rate_hz, self._control, callback_group=control)
-        self.create_timer(1.0 / self.config.state_rate_hz, self._publish_state, callback_group=state)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=state)
+        self.create_timer(1.0 / self.config.control_rate_hz, self._control)
+        self.create_timer(1.0 / self.config.state_rate_hz, self._publish_state)
+        self.create_timer(1.0, self._publish_diagnostics)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -171,11 +170,16 @@ class FrankaControllerNode(Node):
         self._diag_pub.publish(diag)
 
     def close(self) -> None:
-        self.arm.close()
+        self.arm.close(release=False)  # main() exits without running franky's destructors
 
 
 def main(args=None) -> int:
-    return run_node(FrankaControllerNode, args, threads=3)
+    code = run_node(FrankaControllerNode, args)
+    # The arm is stopped and the node closed. franky's C++ destructors can block forever when the robot link
+    # is already gone (franky-sim stopped first, a cable pulled), so leave without interpreter teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -96,9 +95,8 @@ class PolicyNode(Node):
         self._tick, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy-inference", daemon=True)
         self._thread.start()
-        group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0 / c.inference_rate_hz, self._tick.set, callback_group=group)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
+        self.create_timer(1.0 / c.inference_rate_hz, self._tick.set)
+        self.create_timer(1.0, self._publish_diagnostics)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -162,7 +160,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(PolicyNode, args, threads=2)
+    return run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(RecorderNode, args, threads=2)
+    return run_node(RecorderNode, args)
 
 
 if __name__ == "__main__":

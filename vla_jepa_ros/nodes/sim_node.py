@@ -119,8 +119,8 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    # One executor thread: the renderer's GL context belongs to the thread that created it.
-    return run_node(SimNode, args, threads=1)
+    # the renderer's GL context belongs to the executor thread that created it (run_node spins one thread)
+    return run_node(SimNode, args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import threading
 import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
@@ -39,17 +39,27 @@ class TaskManagerNode(Node):
         status_rate_hz = declare_params(self, StatusParams).status_rate_hz
         self._machine = TaskMachine(config)
         self._lock = threading.Lock()
-        group = ReentrantCallbackGroup()
         self._status_pub = self.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
-        self.create_service(ExecuteTask, "/vla/execute_task", self._on_execute, callback_group=group)
-        self.create_service(Trigger, "/vla/stop", self._on_stop, callback_group=group)
-        self.create_service(SetBool, "/vla/finish_task", self._on_finish, callback_group=group)
-        self.create_subscription(String, "/vla/instruction", self._on_instruction, RELIABLE_QOS, callback_group=group)
-        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=group)
-        self._action = ActionServer(self, RunTask, "/vla/run_task", execute_callback=self._execute_goal,
-                                    goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
-                                    callback_group=group)
-        self.create_timer(1.0 / status_rate_hz, self._tick, callback_group=group)
+        self.create_service(ExecuteTask, "/vla/execute_task", self._on_execute)
+        self.create_service(Trigger, "/vla/stop", self._on_stop)
+        self.create_service(SetBool, "/vla/finish_task", self._on_finish)
+        self.create_subscription(String, "/vla/instruction", self._on_instruction, RELIABLE_QOS)
+        self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
+        self.create_timer(1.0 / status_rate_hz, self._tick)
+        # An action goal lives as long as its task, and rclpy runs execute_callback to completion (an awaiting
+        # coroutine is resumed on every executor pass: a busy loop). So the action server sits on a helper node
+        # with its own two-thread executor: one thread waits out the goal, the other answers new goals, cancels
+        # and result requests, one at a time (the server's default mutually exclusive group: rclpy answers a
+        # goal before it registers it, so a result request served in parallel could find no goal). The helper
+        # never uses sim time itself (no /clock traffic); it reads the task machine's clock.
+        self._action_node = Node("task_manager_action", context=self.context, use_global_arguments=False,
+                                 start_parameter_services=False)
+        self._action = ActionServer(self._action_node, RunTask, "/vla/run_task", execute_callback=self._execute_goal,
+                                    goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT)
+        self._action_executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self._action_executor.add_node(self._action_node)
+        self._action_thread = threading.Thread(target=self._spin_action, name="run-task-action", daemon=True)
+        self._action_thread.start()
         self._publish()
 
     def _now_s(self) -> float:
@@ -132,8 +142,22 @@ class TaskManagerNode(Node):
                               message=s.message)
 
 
+    def _spin_action(self) -> None:
+        try:
+            self._action_executor.spin()
+        except (ExternalShutdownException, ShutdownException):  # the process is shutting down (Ctrl-C, SIGTERM)
+            pass
+
+    def close(self) -> None:
+        """Called by run_node at shutdown: stop the action helper's executor before its node goes."""
+        self._action_executor.shutdown(timeout_sec=2.0)
+        self._action_thread.join(timeout=2.0)
+        self._action.destroy()
+        self._action_node.destroy_node()
+
+
 def main(args=None) -> int:
-    return run_node(TaskManagerNode, args, threads=4)
+    return run_node(TaskManagerNode, args)
 
 
 if __name__ == "__main__":

@@ -104,9 +104,12 @@ class FrankyArm:
             raise ArmFaultError(f"cannot connect to the robot at {self.config.robot_host}: {exc}") from exc
         self._robot, self._gripper = robot, gripper
 
-    def close(self) -> None:
+    def close(self, release: bool = True) -> None:
         """Stop the arm, let a running gripper command finish (dropping its future mid-flight crashes the
-        client when the server goes away), then release franky's objects."""
+        client when the server goes away), then release franky's objects.
+
+        release=False keeps franky's objects: their C++ destructors can block for good when the robot (or
+        franky-sim) is already gone, so a process that is about to exit skips them (see the controller node)."""
         if self._robot is not None:
             try:
                 self._robot.stop()
@@ -117,10 +120,12 @@ class FrankyArm:
                 self._gripper_future.wait(3.0)
             except Exception:
                 pass
-            self._gripper_future = None
-        self._robot = None
-        self._gripper = None
-        gc.collect()
+            if release:
+                self._gripper_future = None
+        if release:
+            self._robot = None
+            self._gripper = None
+            gc.collect()
 
     @requires_connection
     def state(self) -> ArmState:

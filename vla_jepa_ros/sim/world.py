@@ -9,6 +9,7 @@ No rclpy here: the sim node wraps this class.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -16,6 +17,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from ..core.geometry import quat_wxyz_to_xyzw
+
+# Headless rendering unless the user chose a backend; MuJoCo reads this when it is first imported (below).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 CUBE_COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.1, 0.1), "green": (0.1, 0.7, 0.15), "blue": (0.1, 0.25, 0.85), "yellow": (0.9, 0.8, 0.1)}
