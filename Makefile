@@ -21,8 +21,8 @@ demo: install  ## run the simulated Franka: one task through the whole ROS graph
 test: install libero  ## run every test (unit, nodes, graph across processes, franky-sim, model, export, LIBERO)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-sim: install  ## the closed-loop expert graph tests (excluded from `make test` for now: known slow/flaky)
-	$(PY) -m pytest -o addopts="-ra --timeout=900" test/test_closed_loop_graph.py $(PYTEST_ARGS)
+test-sim: install  ## only the closed-loop graph tests (scripted expert through the whole graph on franky-sim)
+	$(PY) -m pytest test/test_closed_loop_graph.py $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no processes, no simulator)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
