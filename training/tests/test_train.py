@@ -103,3 +103,15 @@ def test_train_from_hf_backbone_folders(tmp_path):
     model = load_checkpoint(r["checkpoint"])[0]
     ref = hf_enc.state_dict()["encoder.layer.0.attention.query.weight"]
     assert torch.equal(model.vj_encoder.layer[0].attention.query.weight, ref)  # frozen: unchanged by training
+
+
+def test_max_prompt_len_override_reaches_the_checkpoint(tmp_path):
+    """Long instructions (LIBERO with the character tokenizer) need a longer prompt than the preset's."""
+    from vla_jepa.checkpoint import load_checkpoint
+
+    args = _args(tmp_path, "long_prompt", total_steps=1, batch_size=2)
+    args.max_prompt_len = 320
+    train(args)
+    step = sorted((tmp_path / "long_prompt").glob("step_*"))[-1]
+    model, cfg, _, _ = load_checkpoint(step, with_world_model=False)
+    assert cfg.max_prompt_len == 320 and model.robot_layout.max_len == 320

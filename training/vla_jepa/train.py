@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
                          load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
-from .config import TrainConfig, VLAJEPAConfig, get_config
+from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
                    VideoFolderSource, collate, synthetic_episodes)
 from .model import VLAJEPA, make_model
@@ -39,6 +39,7 @@ class TrainArgs:
 
     out_dir: str = "runs/tiny"
     preset: str = "tiny"
+    max_prompt_len: int = 0  # 0: the preset's; longer instructions need more (LIBERO with the tiny tokenizer: 320)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: str | None = None  # native episode dataset folder (meta.json + episode_*.npz)
     lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
@@ -251,6 +252,8 @@ def train(args: TrainArgs) -> dict:
     device = torch.device(args.device if not args.device.startswith("cuda") else f"cuda:{rank}")
     out = Path(args.out_dir)
     cfg = get_config(args.preset)
+    if args.max_prompt_len:
+        cfg = replace(cfg, max_prompt_len=args.max_prompt_len)
     source = _robot_source(args, cfg)
 
     if args.resume:

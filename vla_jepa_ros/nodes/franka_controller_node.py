@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -27,6 +26,7 @@ from ..robot.arm import ArmError
 from ..robot.controller import ArmController, ControllerConfig
 from ..robot.franky_arm import FrankyArm, FrankyArmConfig
 from ..ros.conversions import msg_to_chunk
+from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, STATUS_QOS
@@ -78,7 +78,7 @@ class FrankaControllerNode(Node):
         self._pose_pub = self.create_publisher(PoseStamped, "/franka/ee_pose", RELIABLE_QOS)
         self._state_pub = self.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
         self._target_pub = self.create_publisher(PoseStamped, "/franka/target_pose", RELIABLE_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = DiagnosticsPublisher(self, "franka_controller", self.arm.config.robot_host)
         self.create_timer(1.0 / self.config.control_rate_hz, self._control)
         self.create_timer(1.0 / self.config.state_rate_hz, self._publish_state)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -156,18 +156,13 @@ class FrankaControllerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         r, ex = self.controller.report, self.controller.executor
-        level = DiagnosticStatus.ERROR if r.fault or not self.arm.connected else (
-            DiagnosticStatus.WARN if ex.estop else DiagnosticStatus.OK)
+        level = "error" if r.fault or not self.arm.connected else ("warn" if ex.estop else "ok")
         message = r.error or ("not connected" if not self.arm.connected else ("e-stop engaged" if ex.estop else r.mode.value))
-        values = {"task_id": ex.task_id, "chunks_accepted": ex.accepted, "chunks_rejected": ex.rejected,
-                  "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
-                  "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
-                  "recoveries": r.recoveries, "dry_run": self.controller.config.dry_run}
-        status = DiagnosticStatus(level=level, name="franka_controller", message=message, hardware_id=self.arm.config.robot_host,
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        diag = DiagnosticArray(status=[status])
-        diag.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diag)
+        self._diagnostics.publish(level, message, {
+            "task_id": ex.task_id, "chunks_accepted": ex.accepted, "chunks_rejected": ex.rejected,
+            "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
+            "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
+            "recoveries": r.recoveries, "dry_run": self.controller.config.dry_run})
 
     def close(self) -> None:
         self.arm.close(release=False)  # main() exits without running franky's destructors

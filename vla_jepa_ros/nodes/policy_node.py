@@ -8,7 +8,6 @@ import dataclasses
 import threading
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -17,6 +16,7 @@ from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskSt
 from ..core.images import decode_compressed
 from ..core.types import TaskState, robot_state_vector
 from ..ros.conversions import chunk_to_msg, image_to_rgb, stamp_to_s
+from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
@@ -25,7 +25,6 @@ from ..runtime.policy_loop import PolicyLoop
 
 POLICIES = ("expert", "bundle")
 TRANSPORTS = ("raw", "compressed")
-_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +89,7 @@ class PolicyNode(Node):
         if c.use_ground_truth:
             self.create_subscription(ObjectPoses, "/sim/object_poses", self._on_poses, RELIABLE_QOS)
         self._chunk_pub = self.create_publisher(ActionChunk, "/vla/action_chunk", RELIABLE_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = DiagnosticsPublisher(self, "policy", c.policy)
         # The timer (sim time aware) only wakes the inference thread: executor callbacks never wait on the model.
         self._tick, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy-inference", daemon=True)
@@ -147,12 +146,7 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         d = self.loop.diagnostics(self._now_s())
-        status = DiagnosticStatus(level=_LEVEL[d.level], name="policy", message=d.message,
-                                  hardware_id=self.config.policy,
-                                  values=[KeyValue(key=k, value=v) for k, v in d.values.items()])
-        diag = DiagnosticArray(status=[status])
-        diag.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diag)
+        self._diagnostics.publish(d.level, d.message, d.values)
 
     def close(self) -> None:
         self._stop.set()

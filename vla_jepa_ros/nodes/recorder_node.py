@@ -10,13 +10,13 @@ import difflib
 import functools
 import importlib
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..recording.config import STATUS_TOPIC, STATUS_TYPE, RecorderConfig, TopicSpec
 from ..recording.recorder import Recorder
+from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
 
@@ -29,7 +29,6 @@ SUB_QOS = {
     "transient_local": QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                   durability=DurabilityPolicy.TRANSIENT_LOCAL),
 }
-LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
 
 
 def message_class(msgtype: str):
@@ -62,7 +61,7 @@ class RecorderNode(Node):
                 incompatible_qos=functools.partial(self._on_incompatible, spec))
             self.create_subscription(classes[spec.name], spec.name, functools.partial(self._on_raw, spec.name),
                                      SUB_QOS[spec.resolved_qos], raw=True, event_callbacks=events)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = DiagnosticsPublisher(self, f"{self.get_name()}: episode recording")
         self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f"recording {len(config.topics)} topics into {self.recorder.output_dir} "
                                f"({'every task' if config.record_all_tasks else 'tasks with record: true'})")
@@ -90,12 +89,7 @@ class RecorderNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.recorder.diagnostics()
-        msg = DiagnosticArray()
-        msg.header.stamp = self._clock.now().to_msg()
-        msg.status = [DiagnosticStatus(level=LEVELS[level], name=f"{self.get_name()}: episode recording",
-                                       message=message, hardware_id="",
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._diag_pub.publish(msg)
+        self._diagnostics.publish(level, message, values)
 
     def close(self) -> None:
         """Called by run_node on SIGINT/SIGTERM: write what is queued and close the open bag cleanly."""
