@@ -56,6 +56,7 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compile", action="store_true", help="add torch.compile variants (slow to compile)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode: default | max-autotune-no-cudagraphs")
     p.add_argument("--no-fp32", action="store_true", help="skip the fp32 reference (saves memory and time)")
     p.add_argument("--json", default="")
     p.add_argument("--profile", action="store_true",
@@ -115,10 +116,11 @@ def main() -> int:
                                                                 cuda_graphs=True)))
     if args.compile:
         variants.append(("bf16 compile", TorchBackendConfig(device=args.device, dtype="bfloat16", sdpa="flash",
-                                                            compile=True)))
+                                                            compile=True, compile_mode=args.compile_mode)))
         if cuda:
-            variants.append(("bf16 compile+graphs", TorchBackendConfig(device=args.device, dtype="bfloat16",
-                                                                       sdpa="flash", compile=True, cuda_graphs=True)))
+            variants.append(("bf16 compile+graphs", TorchBackendConfig(
+                device=args.device, dtype="bfloat16", sdpa="flash", compile=True, compile_mode=args.compile_mode,
+                cuda_graphs=True)))
     rows, reference = [], None
     for name, conf in variants:
         try:

@@ -12,6 +12,7 @@ from .bundle import Bundle
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _SDPA = ("flash", "efficient", "cudnn", "math", "auto")
+_COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,7 @@ class TorchBackendConfig:
     num_threads: int = 1  # CPU intra-op threads (torch.set_num_threads); 0 = leave torch's default
     sdpa: str = "flash"  # preferred scaled_dot_product_attention kernel on CUDA (falls back in order if ineligible)
     compile: bool = False  # torch.compile the prefix and head
+    compile_mode: str = "default"  # torch.compile mode; max-autotune-no-cudagraphs tunes for minutes at paper size
     cuda_graphs: bool = False  # capture prefix and head as CUDA graphs with static I/O buffers (CUDA only)
 
     def __post_init__(self) -> None:
@@ -28,6 +30,9 @@ class TorchBackendConfig:
             raise ValueError(f"dtype={self.dtype!r} must be one of {_DTYPES}")
         if self.sdpa not in _SDPA:
             raise ValueError(f"sdpa={self.sdpa!r} must be one of {_SDPA}")
+        if self.compile_mode not in _COMPILE_MODES:
+            raise ValueError(f"compile_mode={self.compile_mode!r} must be one of {_COMPILE_MODES} (CUDA graphs: "
+                             "use cuda_graphs=True, not a compile mode)")
         if self.cuda_graphs and not self.device.startswith("cuda"):
             raise ValueError(f"cuda_graphs=True needs a CUDA device, got device={self.device!r}")
         if self.num_threads < 0:
@@ -98,8 +103,8 @@ class TorchBackend:
         self.head = HeadModule(model).eval()
         self._torch = torch
         if config.compile:
-            self.prefix = torch.compile(self.prefix, mode="max-autotune-no-cudagraphs", fullgraph=False)
-            self.head = torch.compile(self.head, mode="max-autotune-no-cudagraphs", fullgraph=False)
+            self.prefix = torch.compile(self.prefix, mode=config.compile_mode, fullgraph=False)
+            self.head = torch.compile(self.head, mode=config.compile_mode, fullgraph=False)
         self._graphs = None  # (prefix graph, head graph, static inputs, static embodied, static out)
 
     @classmethod
