@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 V=.venv/bin
 OUT=${OUT:-runs/flywheel}
 EPISODES=${EPISODES:-20}         # demonstrations per task family
-STEPS=${STEPS:-3000}             # optimizer steps
-EVAL_EPISODES=${EVAL_EPISODES:-10}
+STEPS=${STEPS:-2000}             # optimizer steps
+EVAL_EPISODES=${EVAL_EPISODES:-5}   # per task family
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 # tiny starts from random weights: the paper's fine-tuning LRs (VLM 1e-5) are far too low from scratch
 LRS=(--train.lr-vlm 3e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 --train.warmup-steps 100)
@@ -33,8 +33,8 @@ t3=$(stamp)
 $V/vla-jepa export "$OUT/train_jepa/$step" "$OUT/bundle_jepa" --model-id tiny-sim-jepa
 $V/vla-jepa export "$OUT/train_no_wm/$step" "$OUT/bundle_no_wm" --model-id tiny-sim-no-wm
 t4=$(stamp)
-$V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --out-dir "$OUT/eval_jepa"
-$V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --out-dir "$OUT/eval_no_wm"
+$V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_jepa"
+$V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
 t5=$(stamp)
 echo "stage times (s): collect $((t1 - t0)), convert $((t2 - t1)), train x2 $((t3 - t2)), export x2 $((t4 - t3)), eval x2 $((t5 - t4))"
-echo "ship it: rm -rf models/tiny_sim && cp -r $OUT/bundle_jepa models/tiny_sim"
+echo "ship it: $V/vla-jepa export $OUT/train_jepa/$step models/tiny_sim --model-id tiny-sim-jepa --no-torch-weights --overwrite"

@@ -94,3 +94,23 @@ def test_unnormalize_maps_to_robot_units():
     np.testing.assert_allclose(out[1, :6], n["max"][:6], rtol=1e-5)
     np.testing.assert_allclose(out[2, :6], n["max"][:6], rtol=1e-5)  # clipped to [-1, 1] first
     assert out[:, 6].tolist() == [1.0, 0.0, 0.0]  # binary gripper, 1 = open
+
+
+def test_shipped_default_model_loads_and_infers():
+    """models/tiny_sim (the bundle `vla-jepa demo --policy model` runs): hashes verify, it fits the sim graph's
+    parameters and turns two camera frames + a state into a finite 7x7 chunk."""
+    from pathlib import Path
+
+    from vla_jepa_ros.core.types import Observation
+    from vla_jepa_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig
+    from vla_jepa_ros.runtime.policy import ModelPolicy
+
+    bundle = load_bundle(Path(__file__).resolve().parents[1] / "models" / "tiny_sim")
+    check_compatible(bundle.manifest, cameras=("front", "wrist"), action_dim=7, horizon=7)
+    policy = ModelPolicy(bundle, OnnxRuntimeBackend(bundle, OnnxRuntimeConfig(intra_op_threads=1)))
+    rng = np.random.default_rng(0)
+    obs = Observation(images={c: rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for c in ("front", "wrist")},
+                      image_stamps_s={"front": 1.0, "wrist": 1.0}, state=np.zeros(8, np.float32),
+                      instruction="put the red cube in the bowl", task_id="t")
+    chunk = policy.infer(obs)
+    assert chunk.actions.shape == (7, 7) and np.isfinite(chunk.actions).all()

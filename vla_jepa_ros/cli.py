@@ -33,6 +33,9 @@ def _parser(name: str, description: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+DEFAULT_MODEL = "models/tiny_sim"  # the shipped bundle (scripts/make_default_model.sh, models/tiny_sim/README.md)
+
+
 @command("demo", "run the simulated Franka: send a task through the ROS graph, print a summary, save images")
 def _demo(argv: list[str]) -> int:
     p = _parser("demo", "Bring up the sim graph (franky-sim FR3 in MuJoCo, cameras, policy, controller, task "
@@ -41,14 +44,17 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--episodes", type=int, default=1, help="number of randomised episodes")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode's layout")
     p.add_argument("--out-dir", default="demo_out", help="where image strips and the summary go")
-    p.add_argument("--policy", default="expert", choices=["expert", "bundle"],
-                   help="scripted expert (ground truth) or a learned model bundle")
+    p.add_argument("--policy", default="expert", choices=["expert", "model", "bundle"],
+                   help="expert: scripted, reads the simulator's ground truth; model: the shipped learned bundle "
+                        "models/tiny_sim (cameras + robot state only); bundle: the folder given with --bundle")
     p.add_argument("--bundle", default=None, help="model bundle folder (with --policy bundle)")
     args = p.parse_args(argv)
+    from .graph import share_file
     from .sim.demo import run_demo
 
-    result = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir, policy=args.policy,
-                      bundle=args.bundle)
+    bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
+    result = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
+                      policy="expert" if args.policy == "expert" else "bundle", bundle=bundle)
     return 0 if result.get("ok", True) else 1
 
 
