@@ -53,9 +53,9 @@ def _demo(argv: list[str]) -> int:
     from .sim.demo import run_demo
 
     bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
-    result = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
-                      policy="expert" if args.policy == "expert" else "bundle", bundle=bundle)
-    return 0 if result.get("ok", True) else 1
+    run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
+             policy="expert" if args.policy == "expert" else "bundle", bundle=bundle)
+    return 0
 
 
 @command("export", "checkpoint -> model bundle (ONNX opset 23 with Attention ops, parity-checked, hashed manifest)")

@@ -7,7 +7,6 @@ a real task through /vla/execute_task, ended by the sim's success check or by it
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -72,9 +71,8 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
         extra["franka_controller"] = {"arm.robot_host": robot_host}
     if record_dir:
         extra["recorder"] = {"output_dir": str(Path(record_dir).resolve())}
-    env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     results: list[EpisodeResult] = []
-    with Bringup("sim", params_file=params_file, extra_params=extra, nodes=nodes, env=env, log_dir=log_dir) as graph:
+    with Bringup("sim", params_file=params_file, extra_params=extra, nodes=nodes, log_dir=log_dir) as graph:
         probe = GraphProbe()
         try:
             probe.wait_ready(check=graph.check)

@@ -7,7 +7,6 @@ With episodes > 1, runs that many randomised layouts (seeds seed, seed+1, ...) a
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -157,10 +156,9 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
     if bundle:  # a learned policy must not see the simulator's ground truth
         policy_params.update(bundle_path=str(Path(bundle).resolve()), use_ground_truth=False)
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params}
-    env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     results = []
     t_start = time.monotonic()
-    with Bringup("sim", params_file=params_file, extra_params=extra, nodes=SIM_NODES, env=env) as graph:
+    with Bringup("sim", params_file=params_file, extra_params=extra, nodes=SIM_NODES) as graph:
         probe = GraphProbe()
         try:
             probe.wait_ready(check=graph.check)
