@@ -55,7 +55,8 @@ def bench_latency(host: str, trials: int = 10) -> np.ndarray:
     with SimWorld(SimWorldConfig(robot_host=host, cameras=())) as world:
         r = DirectRollout(world, ScriptedExpertPolicy())
         ctrl = r.controller
-        ctrl.set_task("latency", world.time_s)  # homes
+        ctrl.set_task("latency", world.time_s)
+        ctrl.finish_homing(lambda: world.time_s)
         for i in range(trials):
             t_end = world.time_s + 0.5
             while world.time_s < t_end:  # settle

@@ -2,16 +2,20 @@
 # Rebuild the default model bundle (models/tiny_sim) from nothing: the data flywheel in simulation.
 #   1. scripted-expert demonstrations through the full sim graph, recorded as MCAP episode bags
 #   2. bags -> training dataset (128 px, the tiny preset's image size)
-#   3. train `tiny` with the JEPA world-model alignment loss, and the same run without it (ablation)
+#   3. train `tiny` with the JEPA world-model alignment loss, and the same run without it (ablation), side by side
+#      with one thread each (the right split on a 2-core machine; set THREADS for a bigger one)
 #   4. export both to bundles (ONNX, parity-checked) and evaluate both in the sim graph on held-out layouts
-# Every seed is fixed; knobs via the environment: EPISODES, STEPS, EVAL_EPISODES, OUT.
+# Every seed is fixed; knobs via the environment: EPISODES, SEEDS, STEPS, SHIFT_PX, EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin
 OUT=${OUT:-runs/flywheel}
-EPISODES=${EPISODES:-20}         # demonstrations per task family
-STEPS=${STEPS:-2000}             # optimizer steps
-EVAL_EPISODES=${EVAL_EPISODES:-5}   # per task family
+EPISODES=${EPISODES:-20}         # demonstrations per task family and collection batch
+SEEDS=${SEEDS:-0 100}            # one collection batch per layout seed (batch k: layouts seed .. seed+EPISODES-1)
+STEPS=${STEPS:-4000}             # optimizer steps
+SHIFT_PX=${SHIFT_PX:-4}          # random-shift image augmentation (+-px at 128 px)
+EVAL_EPISODES=${EVAL_EPISODES:-10}  # per task family
+THREADS=${THREADS:-1}            # torch threads per training run (the two runs go side by side)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 # tiny starts from random weights: the paper's fine-tuning LRs (VLM 1e-5) are far too low from scratch
 LRS=(--train.lr-vlm 3e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 --train.warmup-steps 100)
@@ -19,16 +23,21 @@ step=$(printf "step_%06d" "$STEPS")
 stamp() { date +%s; }
 
 t0=$(stamp)
-[ -f "$OUT/bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/bags" --episodes "$EPISODES" --seed 0
+bags=()
+for seed in $SEEDS; do
+  [ -f "$OUT/bags_$seed/collect_summary.json" ] || $V/vla-jepa collect "$OUT/bags_$seed" --episodes "$EPISODES" --seed "$seed"
+  bags+=("$OUT/bags_$seed")
+done
 t1=$(stamp)
-$V/vla-jepa bags-to-dataset "$OUT/bags" "$OUT/dataset" --image-size-px 128 --overwrite
+$V/vla-jepa bags-to-dataset "${bags[@]}" "$OUT/dataset" --image-size-px 128 --overwrite
 t2=$(stamp)
 for variant in jepa no_wm; do
   extra=(); [ "$variant" = no_wm ] && extra=(--train.no-use-wm-loss)
   [ -d "$OUT/train_$variant/$step" ] || $V/vla-jepa-train --preset tiny --data "$OUT/dataset" \
-      --out-dir "$OUT/train_$variant" --threads 2 --train.total-steps "$STEPS" --train.batch-size 16 \
-      --train.seed 0 "${LRS[@]}" "${extra[@]}"
+      --out-dir "$OUT/train_$variant" --threads "$THREADS" --train.total-steps "$STEPS" --train.batch-size 16 \
+      --train.seed 0 --image-shift-px "$SHIFT_PX" "${LRS[@]}" "${extra[@]}" > "$OUT/train_$variant.log" 2>&1 &
 done
+wait
 t3=$(stamp)
 $V/vla-jepa export "$OUT/train_jepa/$step" "$OUT/bundle_jepa" --model-id tiny-sim-jepa
 $V/vla-jepa export "$OUT/train_no_wm/$step" "$OUT/bundle_no_wm" --model-id tiny-sim-no-wm

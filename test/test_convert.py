@@ -107,3 +107,18 @@ def test_nothing_kept_is_an_error_naming_each_bag(tmp_path):
     write_bag(tmp_path / "bags" / "task-0009", outcome="CANCELED")
     with pytest.raises(ValueError, match="task-0009: outcome CANCELED"):
         bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", progress=False)
+
+
+def test_policy_state_roll_is_continuous_where_the_tool_points_down():
+    """RobotState keeps roll in (-pi, pi]; with the tool down it flips sign on noise. The policy state must not."""
+    from vla_jepa_ros.core.types import robot_state_vector
+
+    eps = 1e-3
+    above = robot_state_vector([0.4, 0.0, 0.3], [np.pi - eps, 0.0, 0.2], 0.08, True)
+    below = robot_state_vector([0.4, 0.0, 0.3], [-np.pi + eps, 0.0, 0.2], 0.08, True)
+    assert abs(float(above[3]) - float(below[3])) == pytest.approx(2 * eps, abs=1e-5)
+    assert 0.0 <= below[3] < 2 * np.pi and above[[4, 5]].tolist() == pytest.approx([0.0, 0.2])
+    # the wrapped roll describes the same rotation as the message's
+    from vla_jepa_ros.core.geometry import rpy_to_matrix
+
+    np.testing.assert_allclose(rpy_to_matrix(below[3:6]), rpy_to_matrix([-np.pi + eps, 0.0, 0.2]), atol=1e-6)

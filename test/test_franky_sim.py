@@ -15,7 +15,7 @@ from vla_jepa_ros.core.chunk_executor import ChunkExecutor, ExecutorConfig, Mode
 from vla_jepa_ros.core.safety import SafetyConfig, SafetyEnvelope
 from vla_jepa_ros.core.types import ActionChunk
 from vla_jepa_ros.robot.arm import ArmNotConnectedError
-from vla_jepa_ros.robot.controller import ArmController, ControllerConfig
+from vla_jepa_ros.robot.controller import FR3_HOME_Q_RAD, ArmController, ControllerConfig
 from vla_jepa_ros.robot.franky_arm import FrankyArm, FrankyArmConfig
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,14 @@ class Rig:
                                   ControllerConfig(dry_run=False, home_on_task_start=True))
         self.seq = 0
         self.ctrl.set_task("", world.time_s)
-        self.ctrl.set_task(f"t{id(self)}", world.time_s)  # homes the arm (blocking)
+        self.ctrl.set_task(f"t{id(self)}", world.time_s)  # starts homing; ticks carry it out
         self.task = self.ctrl.executor.task_id
+        self.home()
         self.run(0.3)
+
+    def home(self):
+        self.ctrl.finish_homing(lambda: self.world.time_s)
+        assert not self.ctrl.report.fault, self.ctrl.report.error
 
     def chunk(self, delta, horizon=7, gripper=1.0, period=0.1):
         self.seq += 1
@@ -212,3 +217,36 @@ def test_gripper_commands_do_not_stall_the_arm(world, arm):
     assert with_gripper <= plain * 1.15 + 0.1
     width = arm.state().gripper_width_m
     assert 0.0 <= width <= 0.081
+
+
+def test_homing_runs_in_ticks_and_the_estop_cancels_it(world, arm):
+    rig = Rig(world, arm)
+    rig.run(1.2, every_s=0.2, make=lambda: rig.chunk([0.03, 0.0, -0.03, 0, 0, 0]))
+    rig.run(0.3)
+    away = rig.pos()
+    t0 = time.monotonic()
+    rig.ctrl.set_task("homing-1", world.time_s)
+    assert time.monotonic() - t0 < 0.2, "set_task must not wait for the homing motion"
+    rig.task = "homing-1"
+    modes = []
+    rig.run(0.4, on_tick=lambda now: modes.append(rig.ctrl.report.mode))
+    assert rig.ctrl.homing and set(modes) == {Mode.HOMING}
+    moved = np.linalg.norm(rig.pos() - away)
+    assert moved > 0.005, f"homing should be moving the arm, moved {moved:.4f} m"
+    rig.ctrl.set_estop(True)
+    rig.run(0.4)  # the stop decelerates
+    p_stopped = rig.pos()
+    rig.run(0.6)
+    assert np.linalg.norm(rig.pos() - p_stopped) < HOLD_TOL_M
+    assert not rig.ctrl.homing and rig.ctrl.report.mode is Mode.ESTOP and "e-stop" in rig.ctrl.report.error
+    rig.ctrl.set_estop(False)
+    rig.ctrl.set_task("homing-2", world.time_s)  # a new task homes all the way; chunks sent meanwhile are dropped
+    rig.task = "homing-2"
+    assert rig.submit(rig.chunk([0.03, 0.0, 0.0, 0, 0, 0])).verdict is Verdict.ACCEPTED
+    rig.home()
+    q = arm.state().q_rad
+    assert np.abs(q - np.array(FR3_HOME_Q_RAD)).max() < 0.01, f"q={np.round(q, 3).tolist()}"
+    assert rig.ctrl.report.mode is Mode.HOLDING and not rig.ctrl.report.fault
+    p_home = rig.pos()
+    rig.run(0.5)
+    assert np.linalg.norm(rig.pos() - p_home) < HOLD_TOL_M, "the chunk from before the end of homing must not run"

@@ -167,3 +167,34 @@ def test_idle_steps_can_be_dropped(tiny_model):
     ds = RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout,
                       compute_stats(eps[0].actions), drop_idle=True)
     assert len(ds) == 10 and (0, 3) not in ds.index and (0, 5) in ds.index
+
+
+def test_random_shift_translates_each_view_and_leaves_video_alone(tiny_model):
+    from vla_jepa.data import InMemoryEpisodeSource, random_shift
+    from vla_jepa.normalize import compute_stats
+
+    views = np.zeros((2, 3, 32, 32), np.uint8)
+    views[:, :, 10, 12] = 255  # one marker pixel per view
+    np.random.seed(0)
+    seen = set()
+    for _ in range(50):
+        out = random_shift(views, 3)
+        assert out.shape == views.shape and out.dtype == np.uint8
+        for v in range(2):
+            ys, xs = np.nonzero(out[v, 0])  # the marker, once (edge replication only copies black)
+            assert len(ys) == 1 and abs(ys[0] - 10) <= 3 and abs(xs[0] - 12) <= 3
+            seen.add((int(ys[0]) - 10, int(xs[0]) - 12))
+    assert len(seen) > 10  # many different offsets, not one
+    assert random_shift(views, 0) is views
+
+    eps = _episodes(1, length=6)
+    stats = compute_stats(eps[0].actions)
+    plain = RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout, stats)
+    shifted = RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout,
+                           stats, image_shift_px=4)
+    a, b = plain[2], shifted[2]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["actions"], b["actions"])
+    assert a["images"].shape == b["images"].shape and not torch.equal(a["images"], b["images"])
+    with pytest.raises(ValueError, match="image_shift_px=64"):
+        RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout, stats,
+                     image_shift_px=64)

@@ -383,12 +383,32 @@ def idle_mask(actions: np.ndarray, xyz_threshold: float = 5e-4) -> np.ndarray:
     return moving | grip_change
 
 
+def random_shift(images: np.ndarray, max_shift_px: int) -> np.ndarray:
+    """(V, C, H, W) -> same shape, each view translated by its own random (dy, dx) in [-max_shift_px, max_shift_px],
+    edges replicated (the random-shift augmentation of DrQ / Diffusion Policy's random crop, without rescaling).
+    Draws from numpy's global RNG (seeded and checkpointed by the trainer)."""
+    if max_shift_px <= 0:
+        return images
+    s = max_shift_px
+    h, w = images.shape[-2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)), mode="edge")
+    offsets = np.random.randint(0, 2 * s + 1, size=(images.shape[0], 2))  # (V, [dy, dx]) into the padded view
+    return np.stack([padded[v, :, dy:dy + h, dx:dx + w] for v, (dy, dx) in enumerate(offsets)])
+
+
 class RobotDataset(torch.utils.data.Dataset):
-    """(episode, t) samples for robot batches; episodes are decoded once and kept resized in memory."""
+    """(episode, t) samples for robot batches; episodes are decoded once and kept resized in memory.
+
+    image_shift_px > 0 randomly translates each VLM view of every sample (`random_shift`, numpy's global RNG, whose
+    state the checkpoints keep); the world model's video is never shifted (its targets are the true frames)."""
 
     def __init__(self, source: EpisodeSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout, stats: dict,
-                 cache_episodes: bool = True, drop_idle: bool = False, idle_xyz: float = 5e-4) -> None:
+                 cache_episodes: bool = True, drop_idle: bool = False, idle_xyz: float = 5e-4,
+                 image_shift_px: int = 0) -> None:
+        if image_shift_px < 0 or image_shift_px >= cfg.image_size // 2:
+            raise ValueError(f"image_shift_px={image_shift_px} must be in [0, image_size/2 = {cfg.image_size // 2})")
         self.source, self.cfg, self.tok, self.layout, self.stats = source, cfg, tokenizer, layout, stats
+        self.image_shift_px = image_shift_px
         self.cache_episodes = cache_episodes
         self._cache: dict[int, dict] = {}
         self.index = []
@@ -433,7 +453,7 @@ class RobotDataset(torch.utils.data.Dataset):
         fidx = np.minimum(np.arange(t, t + self.cfg.num_frames), n - 1)
         aidx = np.minimum(np.arange(t, t + self.cfg.horizon), n - 1)
         out = {
-            "images": torch.from_numpy(d["images"][t]),  # (V, 3, H, W) uint8
+            "images": torch.from_numpy(random_shift(d["images"][t], self.image_shift_px)),  # (V, 3, H, W) uint8
             "video": torch.from_numpy(d["video"][fidx].transpose(1, 0, 2, 3, 4).copy()),  # (2, T, 3, S, S) uint8
             "actions": torch.from_numpy(d["actions"][aidx]),
             "input_ids": torch.from_numpy(d["input_ids"]), "attention_mask": torch.from_numpy(d["attention_mask"]),

@@ -47,6 +47,7 @@ class TrainArgs:
     synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
     synthetic_length: int = 24
     drop_idle_frames: bool = False  # drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code
+    image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -274,7 +275,8 @@ def train(args: TrainArgs) -> dict:
         # unused parameters: the action head on video steps, the predictor without the JEPA loss
         unused = tcfg.stage == 1 or not tcfg.use_wm_loss
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
-    robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames)
+    robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames,
+                            image_shift_px=args.image_shift_px)
     video_ds = None
     if tcfg.stage == 1:
         if not args.video_dir:

@@ -60,6 +60,7 @@ class Mode(enum.Enum):
     EXECUTING = "executing"
     HOLDING = "holding"  # task running, no fresh chunk step due
     ESTOP = "estop"
+    HOMING = "homing"  # the controller moves to the home pose at task start (never returned by the executor)
 
 
 @dataclasses.dataclass(frozen=True)

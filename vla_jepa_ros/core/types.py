@@ -10,6 +10,9 @@ ACTION_SPACE_DELTA_EE = "franka_delta_ee"
 DELTA_EE_DIM_NAMES = ("dx_m", "dy_m", "dz_m", "droll_rad", "dpitch_rad", "dyaw_rad", "gripper")
 # State vector fed to the policy (8): end-effector position, orientation as extrinsic XYZ angles,
 # measured gripper width, and the last commanded gripper state (1 = open, 0 = closed).
+# roll_rad is wrapped to [0, 2*pi), not (-pi, pi]: a Franka works with its tool pointing down (roll = pi), where
+# the usual convention jumps between +pi and -pi on sensor noise; a learned policy would see a 6.28 rad step in
+# one input for no motion at all. Messages (RobotState.ee_rpy_rad) keep the usual (-pi, pi] convention.
 STATE_DIM_NAMES = ("x_m", "y_m", "z_m", "roll_rad", "pitch_rad", "yaw_rad", "gripper_width_m", "gripper_open")
 
 
@@ -83,5 +86,8 @@ class ActionChunk:
 
 
 def robot_state_vector(ee_position_m, ee_rpy_rad, gripper_width_m: float, gripper_open: bool) -> np.ndarray:
-    """The policy's 8-d state (STATE_DIM_NAMES order) from RobotState-like fields. -> (8,) float32."""
-    return np.array([*ee_position_m, *ee_rpy_rad, gripper_width_m, 1.0 if gripper_open else 0.0], dtype=np.float32)
+    """The policy's 8-d state (STATE_DIM_NAMES order) from RobotState-like fields, roll wrapped to [0, 2*pi)
+    (see STATE_DIM_NAMES). -> (8,) float32."""
+    roll_rad, pitch_rad, yaw_rad = (float(a) for a in ee_rpy_rad)
+    return np.array([*ee_position_m, roll_rad % (2 * np.pi), pitch_rad, yaw_rad, gripper_width_m,
+                     1.0 if gripper_open else 0.0], dtype=np.float32)

@@ -32,7 +32,7 @@ from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, STATUS_QOS
 
 _MODES = {Mode.IDLE: RobotState.MODE_IDLE, Mode.EXECUTING: RobotState.MODE_EXECUTING,
-          Mode.HOLDING: RobotState.MODE_HOLDING, Mode.ESTOP: RobotState.MODE_ESTOP}
+          Mode.HOLDING: RobotState.MODE_HOLDING, Mode.ESTOP: RobotState.MODE_ESTOP, Mode.HOMING: RobotState.MODE_HOMING}
 JOINT_NAMES = [f"fr3_joint{i}" for i in range(1, 8)]
 
 

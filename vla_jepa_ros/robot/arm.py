@@ -53,8 +53,9 @@ class Arm(Protocol):
     def move_to(self, position_m: np.ndarray, rotation: np.ndarray) -> None:
         """Start moving the TCP to an absolute pose; replaces any running Cartesian target. Non-blocking."""
 
-    def move_joints(self, q_rad: np.ndarray, timeout_s: float) -> None:
-        """Move to joint positions and wait for the motion (homing). Raises ArmFaultError."""
+    def start_joint_motion(self, q_rad: np.ndarray) -> None:
+        """Start moving to joint positions (homing). Non-blocking: `poll()` turns False when it is done. Refused
+        (ArmFaultError) while another motion runs: `stop()` that one and wait for `poll()` first."""
 
     def poll(self) -> bool:
         """Whether a motion is running; raises ArmFaultError for a fault stored by a finished motion."""

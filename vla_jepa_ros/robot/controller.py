@@ -2,6 +2,11 @@
 
 No ROS and no franky here: the franka_controller node feeds it messages and publishes what it reports; the
 benchmarks drive it directly. Every step: fault check -> executor decision -> envelope -> asynchronous move.
+
+Homing at task start never blocks the caller: `set_task` stops any running motion, later ticks start the joint
+motion and watch it (Mode.HOMING) while state, e-stop and fault handling go on; chunks that arrive meanwhile are
+dropped when homing ends (they were computed from pre-homing images). E-stop cancels homing; a homing that takes
+longer than home_timeout_s stops the arm and faults.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import numpy as np
 from ..core.chunk_executor import ChunkExecutor, Mode, StepDecision, SubmitResult
 from ..core.geometry import matrix_to_quat, matrix_to_rpy
 from ..core.safety import SafetyEnvelope, SafeTarget
-from ..core.types import ActionChunk
+from ..core.types import ActionChunk, robot_state_vector
 from .arm import Arm, ArmError, ArmState
 
 FR3_HOME_Q_RAD = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
@@ -24,7 +29,7 @@ class ControllerConfig:
     dry_run: bool = dataclasses.field(
         default=True, metadata={"help": "compute and publish targets without moving the robot"})
     home_on_task_start: bool = dataclasses.field(
-        default=False, metadata={"help": "move to home_q_rad (blocking) when a new task starts"})
+        default=False, metadata={"help": "move to home_q_rad when a new task starts (chunks wait until it is done)"})
     home_q_rad: tuple[float, ...] = dataclasses.field(
         default=FR3_HOME_Q_RAD, metadata={"help": "joint positions of the home pose (rad)"})
     home_timeout_s: float = dataclasses.field(default=15.0, metadata={"help": "longest homing motion (s)"})
@@ -56,6 +61,12 @@ class ControllerReport:
     last_chunk_stamp_s: float = 0.0
 
 
+@dataclasses.dataclass
+class _Homing:
+    deadline_s: float
+    motion_started: bool = False  # False: waiting for the previous motion to stop
+
+
 class ArmController:
     def __init__(self, arm: Arm, executor: ChunkExecutor, envelope: SafetyEnvelope,
                  config: ControllerConfig = ControllerConfig()) -> None:
@@ -63,26 +74,38 @@ class ArmController:
         self.report = ControllerReport()
         self._target_p: np.ndarray | None = None
         self._target_r: np.ndarray | None = None
+        self._homing: _Homing | None = None
 
     # ------------------------------------------------------------------ inputs
     def set_task(self, task_id: str, now_s: float) -> None:
-        """The running task ('' = none). A new task may home the arm first (blocking)."""
+        """The running task ('' = none). A new task may home the arm first (see the module docstring)."""
         if task_id == self.executor.task_id:
             return
         self.executor.set_task(task_id, now_s)
         self._target_p = self._target_r = None
+        self._homing = None
         self.report.steps_clipped = 0
         if task_id and self.config.home_on_task_start and not self.config.dry_run and not self.executor.estop:
-            self.home()
-            self.executor.clear(now_s)
+            self._homing = _Homing(deadline_s=now_s + self.config.home_timeout_s)
+            try:
+                self.arm.set_gripper(True)
+                self.report.gripper_open_commanded = True
+                if self.arm.poll():
+                    self.arm.stop()
+            except ArmError as exc:
+                self._homing = None
+                self._fault(f"homing failed: {exc}")
 
-    def home(self) -> None:
-        try:
-            self.arm.set_gripper(True)
-            self.report.gripper_open_commanded = True
-            self.arm.move_joints(np.array(self.config.home_q_rad), self.config.home_timeout_s)
-        except ArmError as exc:
-            self._fault(f"homing failed: {exc}")
+    @property
+    def homing(self) -> bool:
+        return self._homing is not None
+
+    def finish_homing(self, clock_s, poll_period_s: float = 0.002) -> None:
+        """Tick until homing has ended (for in-process drivers: rollouts, benchmarks, tests; a node just keeps
+        ticking). Ends within home_timeout_s of `clock_s()` time, which faults the controller."""
+        while self._homing is not None:
+            self.tick(clock_s())
+            time.sleep(poll_period_s)
 
     def submit(self, chunk: ActionChunk, now_s: float) -> SubmitResult:
         return self.executor.submit(chunk, now_s)
@@ -93,6 +116,9 @@ class ArmController:
         self.executor.set_estop(engaged)
         if engaged and not was:
             self._target_p = self._target_r = None
+            if self._homing is not None:
+                self._homing = None
+                self.report.error = "homing cancelled by the e-stop"
             if not self.config.dry_run:
                 try:
                     self.arm.stop()
@@ -110,6 +136,8 @@ class ArmController:
                     self.arm.recover()
             self.report.mode = Mode.ESTOP
             return self.executor.step(now_s)
+        if self._homing is not None:
+            return self._home_step(now_s)
         if not self.config.dry_run:
             try:
                 self.arm.poll()
@@ -153,6 +181,42 @@ class ArmController:
                 self._fault(str(exc))
         return decision
 
+    def _home_step(self, now_s: float) -> StepDecision:
+        """One tick of homing: wait for the previous motion to stop, start the joint motion, wait for it."""
+        h = self._homing
+        try:
+            try:
+                running = self.arm.poll()
+            except ArmError:
+                if h.motion_started:
+                    raise
+                self.arm.recover()  # our stop preempted the previous motion: expected, not a fault
+                running = False
+            self.arm.poll_gripper()
+            if not running and not h.motion_started:
+                self.arm.start_joint_motion(np.array(self.config.home_q_rad))
+                h.motion_started = running = True
+        except ArmError as exc:
+            return self._end_homing(now_s, f"homing failed: {exc}")
+        if running and now_s > h.deadline_s:
+            try:
+                self.arm.stop()
+            except ArmError:
+                pass
+            return self._end_homing(now_s, f"homing did not finish within home_timeout_s={self.config.home_timeout_s} s")
+        if running:
+            self.report.mode = Mode.HOMING
+            return StepDecision(Mode.HOMING, reason="moving to the home pose")
+        return self._end_homing(now_s, "")
+
+    def _end_homing(self, now_s: float, error: str) -> StepDecision:
+        self._homing = None
+        self.executor.clear(now_s)  # chunks from before or during homing are stale
+        if error:
+            self._fault(error)
+        self.report.mode = Mode.HOLDING
+        return StepDecision(Mode.HOLDING, reason=error or "homed")
+
     def _fault(self, message: str) -> None:
         self.report.fault = True
         self.report.error = message
@@ -165,8 +229,8 @@ class ArmController:
 
     def state_vector(self, state: ArmState) -> np.ndarray:
         """(8,) STATE_DIM_NAMES vector for the policy: ee xyz, ee rpy, gripper width, commanded open flag."""
-        return np.array([*state.position_m, *matrix_to_rpy(state.rotation), state.gripper_width_m,
-                         1.0 if self.report.gripper_open_commanded else 0.0], dtype=np.float32)
+        return robot_state_vector(state.position_m, matrix_to_rpy(state.rotation), state.gripper_width_m,
+                                  self.report.gripper_open_commanded)
 
 
 def pose_quat_xyzw(state: ArmState) -> np.ndarray:

@@ -160,16 +160,14 @@ class FrankyArm:
                 raise ArmFaultError(f"move_to {np.round(position_m, 4).tolist()} failed: {exc}") from exc
 
     @requires_connection
-    def move_joints(self, q_rad: np.ndarray, timeout_s: float = 10.0) -> None:
+    def start_joint_motion(self, q_rad: np.ndarray) -> None:
         import franky
 
         with self._lock:
             try:
-                self._robot.join_motion(timeout=timeout_s)  # JointMotion may not replace a Cartesian one in flight
+                if not self._robot.poll_motion():  # a JointMotion may not replace a Cartesian one in flight
+                    raise ArmFaultError("cannot start a joint motion while another motion runs; stop it first")
                 self._robot.move(franky.JointMotion([float(v) for v in q_rad]), asynchronous=True)
-                if not self._robot.join_motion(timeout=timeout_s):
-                    self._robot.stop()
-                    raise ArmFaultError(f"joint motion did not finish within {timeout_s} s")
             except ArmFaultError:
                 raise
             except Exception as exc:
@@ -179,7 +177,7 @@ class FrankyArm:
     def poll(self) -> bool:
         with self._lock:
             try:
-                return bool(self._robot.poll_motion())
+                return not self._robot.poll_motion()  # franky: True once no motion runs (join_motion(0))
             except Exception as exc:
                 raise ArmFaultError(f"motion fault: {exc}") from exc
 

@@ -46,7 +46,8 @@ class DirectRollout:
         self._episodes += 1
         self.controller.set_task("", self.world.time_s)
         self.world.reset(seed=seed)
-        self.controller.set_task(f"direct-{self._episodes}", self.world.time_s)  # homes the arm
+        self.controller.set_task(f"direct-{self._episodes}", self.world.time_s)
+        self.controller.finish_homing(lambda: self.world.time_s)
         check = SuccessCheck(spec, success)
         start_sim, start_wall = self.world.time_s, time.monotonic()
         next_infer = start_sim
