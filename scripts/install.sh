@@ -10,30 +10,16 @@ VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 STAMPS="$VENV/.stamps"
 cd "$ROOT"
+TAG=install
+source scripts/install_common.sh
 
-step() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
-fail() { printf '\033[31m[install] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 # fingerprint FILES... -> sha256 of their contents (stable input fingerprint for a step)
 fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
 up_to_date() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 mark_done() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 
 # 1. venv
-if [ ! -x "$VENV/bin/python" ]; then
-  step "creating $VENV with $($PYTHON --version 2>&1)"
-  "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 10), sys.version' \
-    || fail "Python >= 3.10 is required (found $($PYTHON --version 2>&1)); set PYTHON=python3.11"
-  "$PYTHON" -m venv "$VENV" || fail "could not create a venv (install python3-venv)"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-# pip, minus the machine-specific "Location ... is ignored" index warnings; keeps pip's exit status
-pip_install() {
-  set +o pipefail
-  "${PIP[@]}" install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
-  local rc=${PIPESTATUS[0]}
-  set -o pipefail
-  return "$rc"
-}
+ensure_venv
 
 # 2. pinned dependencies (constraints.txt pins every transitive version; torch is the CPU build)
 deps_fp="$(fingerprint requirements/main.txt requirements/constraints.txt)"

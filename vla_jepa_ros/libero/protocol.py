@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..core.geometry import matrix_to_rotvec, matrix_to_rpy, quat_to_matrix, rpy_to_matrix
+from ..core.types import robot_state_vector
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")  # LIBERO camera names, in the model's view order
 IMAGE_KEYS = tuple(f"{c}_image" for c in CAMERAS)
@@ -105,11 +106,11 @@ def libero_state(obs: dict) -> np.ndarray:
 
 
 def robot_state(obs: dict, gripper_open: float) -> np.ndarray:
-    """Stack state (8,) float32 in STATE_DIM_NAMES order: xyz, extrinsic XYZ angles, finger width, commanded open."""
+    """Stack state (8,) float32 in STATE_DIM_NAMES order: xyz, extrinsic XYZ angles (roll in [0, 2*pi), as
+    core.types.robot_state_vector), finger width, commanded open."""
     rpy = matrix_to_rpy(quat_to_matrix(np.asarray(obs["robot0_eef_quat"], np.float64)))
     qpos = np.asarray(obs["robot0_gripper_qpos"], np.float64)
-    width = float(abs(qpos[0] - qpos[1]))
-    return np.concatenate([obs["robot0_eef_pos"], rpy, [width, gripper_open]]).astype(np.float32)
+    return robot_state_vector(obs["robot0_eef_pos"], rpy, float(abs(qpos[0] - qpos[1])), gripper_open >= 0.5)
 
 
 def observation_state(obs: dict, units: str, gripper_open: float = 1.0) -> np.ndarray:
