@@ -337,6 +337,27 @@ def _eval(argv: list[str]) -> int:
                     a.task_timeout_s, a.robot_host)
 
 
+@command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")
+def _offline_eval(argv: list[str]) -> int:
+    p = _parser("offline-eval", "Feed recorded images, state and instruction of a dataset (bags-to-dataset or "
+                                "libero-collect output) through the bundle's inference path and compare the "
+                                "predicted chunks with the recorded actions: translation error per step next to a "
+                                "never-move policy's, yaw error, gripper agreement; split into reach / after grasp. "
+                                "On the training set it says whether the model fit its data; on held-out "
+                                "demonstrations whether it generalises. Closed-loop success is `vla-jepa eval`.")
+    p.add_argument("bundle", help="model bundle folder")
+    p.add_argument("dataset", help="dataset folder (meta.json + episode_*.npz)")
+    p.add_argument("--stride", type=int, default=3, help="evaluate every STRIDE-th step of each episode")
+    p.add_argument("--max-episodes", type=int, default=0, help="only the first N episodes (0 = all)")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
+    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
+    a = p.parse_args(argv)
+    from .flywheel.offline_eval import run
+
+    return run(a.bundle, a.dataset, a.stride, a.max_episodes, a.backend, a.threads, a.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

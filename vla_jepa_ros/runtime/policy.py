@@ -82,6 +82,11 @@ class ModelPolicy:
         self._sequence = 0
         self.last_timings_ms: dict[str, float] = {}
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """(1, horizon, action_dim): the shape of the `noise` argument of `infer` (seeded by the caller)."""
+        return tuple(self._noise_shape)
+
     def make_inputs(self, observation: Observation, noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Observation -> the graph inputs (see module docstring)."""
         m = self.manifest

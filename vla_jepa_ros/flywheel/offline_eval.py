@@ -1,0 +1,115 @@
+"""`vla-jepa offline-eval BUNDLE DATASET`: does a bundle reproduce the demonstrated chunks of a dataset?
+
+Closed-loop evaluation (`vla-jepa eval`) is the measure that counts, but it costs ~40 s of simulation per episode.
+This check takes seconds and separates "the model has not fit its data" (large error on its own training set)
+from "it fits but does not generalise or drifts in closed loop" (small error on the training set, large on
+held-out demonstrations, e.g. a `vla-jepa collect --seed 500` dataset).
+
+For every `stride`-th step t of each episode the recorded images, state and instruction go through the policy's
+own inference path (`ModelPolicy.infer`: resize, tokenise, backend, de-normalise); the predicted chunk (H, 7) is
+compared in robot units with the recorded actions t .. t+H-1 (clamped at the episode end, as in training).
+Rows split the samples by phase: "reach" = before the first recorded gripper close, "after grasp" = the rest.
+
+    xyz_mm        mean |error| of the translation per step (mm)
+    zero_xyz_mm   the same for a policy that never moves: the scale against which xyz_mm is small or not
+    yaw_deg       mean |error| of the yaw step (degrees)
+    gripper_%     chunk steps whose open/closed command matches
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.types import Observation
+
+PHASES = ("all", "reach", "after grasp")
+
+
+@dataclasses.dataclass
+class PhaseErrors:
+    samples: int = 0
+    xyz_mm: float = 0.0
+    zero_xyz_mm: float = 0.0
+    yaw_deg: float = 0.0
+    gripper_pct: float = 0.0
+
+    @property
+    def ratio_to_zero(self) -> float:
+        return self.xyz_mm / self.zero_xyz_mm if self.zero_xyz_mm > 0 else float("nan")
+
+
+def chunk_errors(predicted: np.ndarray, recorded: np.ndarray, gripper_threshold: float = 0.5) -> dict[str, float]:
+    """predicted, recorded (H, 7) delta-EE chunks in robot units -> per-step mean errors of this sample."""
+    if predicted.shape != recorded.shape:
+        raise ValueError(f"predicted chunk {predicted.shape} and recorded chunk {recorded.shape} differ")
+    return {"xyz_mm": float(np.linalg.norm(predicted[:, :3] - recorded[:, :3], axis=1).mean() * 1e3),
+            "zero_xyz_mm": float(np.linalg.norm(recorded[:, :3], axis=1).mean() * 1e3),
+            "yaw_deg": float(np.degrees(np.abs(predicted[:, 5] - recorded[:, 5])).mean()),
+            "gripper_pct": float(((predicted[:, 6] >= gripper_threshold) == (recorded[:, 6] >= gripper_threshold)).mean()
+                                 * 100)}
+
+
+def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: int = 0, total: int | None = None,
+                 progress: bool = True) -> dict[str, PhaseErrors]:
+    """policy: anything with infer(Observation, noise=...) -> ActionChunk and `noise_shape` (ModelPolicy);
+    episodes: iterable (loaded lazily, `total` of them) of objects with frames (T, V, H, W, 3), states (T, S),
+    actions (T, 7), instruction;
+    cameras: the dataset's camera names in view order. Returns phase -> PhaseErrors (means over samples)."""
+    if stride < 1:
+        raise ValueError(f"stride={stride} must be >= 1")
+    rng = np.random.default_rng(seed)
+    sums = {p: dict.fromkeys(("xyz_mm", "zero_xyz_mm", "yaw_deg", "gripper_pct"), 0.0) for p in PHASES}
+    counts = dict.fromkeys(PHASES, 0)
+    from tqdm import tqdm
+
+    for ep in tqdm(episodes, total=total, desc="episodes", unit="ep", disable=not progress):
+        n = len(ep.actions)
+        closed = np.nonzero(ep.actions[:, 6] < 0.5)[0]
+        first_close = int(closed[0]) if len(closed) else n
+        for t in range(0, n, stride):
+            obs = Observation(images={c: ep.frames[t, v] for v, c in enumerate(cameras)}, image_stamps_s={},
+                              state=ep.states[t], instruction=ep.instruction)
+            noise = rng.standard_normal(policy.noise_shape).astype(np.float32)
+            predicted = np.asarray(policy.infer(obs, noise=noise).actions)
+            recorded = ep.actions[np.minimum(np.arange(t, t + len(predicted)), n - 1)]
+            errors = chunk_errors(predicted, recorded)
+            for phase in ("all", "reach" if t < first_close else "after grasp"):
+                counts[phase] += 1
+                for k, v in errors.items():
+                    sums[phase][k] += v
+    return {p: PhaseErrors(samples=counts[p], **{k: v / counts[p] for k, v in sums[p].items()}) if counts[p]
+            else PhaseErrors() for p in PHASES}
+
+
+def format_table(report: dict[str, PhaseErrors]) -> str:
+    rows = [f"{'phase':<12} {'samples':>7} {'xyz mm/step':>11} {'never-move':>10} {'ratio':>6} {'yaw deg':>7} "
+            f"{'gripper %':>9}"]
+    for phase, e in report.items():
+        rows.append(f"{phase:<12} {e.samples:>7} {e.xyz_mm:>11.2f} {e.zero_xyz_mm:>10.2f} {e.ratio_to_zero:>6.2f} "
+                    f"{e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f}")
+    return "\n".join(rows)
+
+
+def run(bundle_path: str, dataset: str, stride: int, max_episodes: int, backend: str, threads: int,
+        out_json: str | None) -> int:
+    from vla_jepa.data import NativeEpisodeSource
+
+    from ..runtime.factory import BackendParams, make_model_policy
+
+    source = NativeEpisodeSource(dataset)
+    cameras = list(json.loads((Path(dataset) / "meta.json").read_text())["cameras"])
+    policy = make_model_policy(bundle_path, BackendParams(backend=backend, threads=threads))
+    missing = [c for c in policy.manifest.cameras if c not in cameras]
+    if missing:
+        raise SystemExit(f"dataset {dataset} has cameras {cameras}; bundle needs {list(policy.manifest.cameras)}")
+    count = len(source) if max_episodes <= 0 else min(max_episodes, len(source))
+    report = offline_eval(policy, (source.load(i) for i in range(count)), cameras, stride=stride, total=count)
+    print(f"{policy.model_id} on {dataset} ({count} episodes, every {stride}. step)\n" + format_table(report))
+    if out_json:
+        Path(out_json).write_text(json.dumps({"bundle": bundle_path, "dataset": dataset, "episodes": count,
+                                              "stride": stride, "phases": {p: dataclasses.asdict(e) for p, e in
+                                                                           report.items()}}, indent=2))
+    return 0
