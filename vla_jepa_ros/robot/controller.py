@@ -33,6 +33,8 @@ class ControllerConfig:
     home_q_rad: tuple[float, ...] = dataclasses.field(
         default=FR3_HOME_Q_RAD, metadata={"help": "joint positions of the home pose (rad)"})
     home_timeout_s: float = dataclasses.field(default=15.0, metadata={"help": "longest homing motion (s)"})
+    home_tolerance_rad: float = dataclasses.field(
+        default=0.01, metadata={"help": "homing ends once every joint is this close to home_q_rad (rad)"})
     gripper_threshold: float = dataclasses.field(
         default=0.5, metadata={"help": "gripper action >= threshold opens, below closes"})
 
@@ -43,6 +45,8 @@ class ControllerConfig:
             raise ValueError(f"gripper_threshold={self.gripper_threshold} must be in (0, 1)")
         if not self.home_timeout_s > 0:
             raise ValueError(f"home_timeout_s={self.home_timeout_s} must be > 0")
+        if not self.home_tolerance_rad > 0:
+            raise ValueError(f"home_tolerance_rad={self.home_tolerance_rad} must be > 0")
 
 
 @dataclasses.dataclass
@@ -196,6 +200,9 @@ class ArmController:
             if not running and not h.motion_started:
                 self.arm.start_joint_motion(np.array(self.config.home_q_rad))
                 h.motion_started = running = True
+            elif not running:  # the trajectory has ended; the arm may still be settling onto it
+                q_err = np.abs(self.arm.state().q_rad - np.array(self.config.home_q_rad)).max()
+                running = bool(q_err > self.config.home_tolerance_rad)
         except ArmError as exc:
             return self._end_homing(now_s, f"homing failed: {exc}")
         if running and now_s > h.deadline_s:
@@ -203,7 +210,8 @@ class ArmController:
                 self.arm.stop()
             except ArmError:
                 pass
-            return self._end_homing(now_s, f"homing did not finish within home_timeout_s={self.config.home_timeout_s} s")
+            return self._end_homing(now_s, f"homing did not reach home_q_rad within home_tolerance_rad="
+                                           f"{self.config.home_tolerance_rad} in home_timeout_s={self.config.home_timeout_s} s")
         if running:
             self.report.mode = Mode.HOMING
             return StepDecision(Mode.HOMING, reason="moving to the home pose")
