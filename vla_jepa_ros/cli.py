@@ -319,6 +319,11 @@ def _collect(argv: list[str]) -> int:
     return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host)
 
 
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
+    p.add_argument("--threads", type=int, default=1, help="inference threads")
+
+
 @command("eval", "closed-loop success rate of a model bundle in franky-sim through the full ROS graph")
 def _eval(argv: list[str]) -> int:
     p = _parser("eval", "Run randomised episodes per task family with a model bundle in the policy node (sim, "
@@ -326,8 +331,7 @@ def _eval(argv: list[str]) -> int:
                         "success table with 95 % Wilson intervals; saves an image strip per episode.")
     p.add_argument("bundle", help="model bundle folder")
     _episode_args(p, seed=1000)
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
-    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    _backend_args(p)
     p.add_argument("--out-dir", default="eval_out", help="image strips and eval_results.json")
     p.add_argument("--record", default=None, metavar="DIR", help="also record every episode as a bag in DIR")
     a = p.parse_args(argv)
@@ -349,8 +353,7 @@ def _offline_eval(argv: list[str]) -> int:
     p.add_argument("dataset", help="dataset folder (meta.json + episode_*.npz)")
     p.add_argument("--stride", type=int, default=3, help="evaluate every STRIDE-th step of each episode")
     p.add_argument("--max-episodes", type=int, default=0, help="only the first N episodes (0 = all)")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
-    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    _backend_args(p)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
     a = p.parse_args(argv)
     from .flywheel.offline_eval import run
