@@ -79,6 +79,7 @@ class ArmController:
         self._target_p: np.ndarray | None = None
         self._target_r: np.ndarray | None = None
         self._homing: _Homing | None = None
+        self._home_q_rad = np.array(config.home_q_rad)  # (7,)
 
     # ------------------------------------------------------------------ inputs
     def set_task(self, task_id: str, now_s: float) -> None:
@@ -198,10 +199,10 @@ class ArmController:
                 running = False
             self.arm.poll_gripper()
             if not running and not h.motion_started:
-                self.arm.start_joint_motion(np.array(self.config.home_q_rad))
+                self.arm.start_joint_motion(self._home_q_rad)
                 h.motion_started = running = True
             elif not running:  # the trajectory has ended; the arm may still be settling onto it
-                q_err = np.abs(self.arm.state().q_rad - np.array(self.config.home_q_rad)).max()
+                q_err = np.abs(self.arm.state().q_rad - self._home_q_rad).max()
                 running = bool(q_err > self.config.home_tolerance_rad)
         except ArmError as exc:
             return self._end_homing(now_s, f"homing failed: {exc}")
