@@ -6,7 +6,8 @@ import yaml
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
-from vla_jepa_interfaces.msg import ActionChunk, RobotState
+from geometry_msgs.msg import Pose
+from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState
 from vla_jepa_ros.core.types import ActionChunk as CoreChunk
 from vla_jepa_ros.dataset.convert import ConvertConfig, bags_to_dataset, find_episode_bags
 from vla_jepa_ros.recording.config import TopicSpec
@@ -23,8 +24,12 @@ def _ns(t_s):
     return int(round(t_s * 1e9))
 
 
-def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube"):
-    topics = [TopicSpec("/cameras/front/image_raw", "sensor_msgs/msg/Image"),
+POSES_PERIOD_S, POSES_T0_S = 0.05, 0.03
+
+
+def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", object_poses=False):
+    topics = [*([TopicSpec("/sim/object_poses", "vla_jepa_interfaces/msg/ObjectPoses")] if object_poses else []),
+              TopicSpec("/cameras/front/image_raw", "sensor_msgs/msg/Image"),
               TopicSpec("/cameras/wrist/image_raw", "sensor_msgs/msg/Image"),
               TopicSpec("/franka/state", "vla_jepa_interfaces/msg/RobotState"),
               TopicSpec("/vla/action_chunk", "vla_jepa_interfaces/msg/ActionChunk")]
@@ -41,6 +46,12 @@ def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube"):
         st.header.stamp = s_to_stamp(t)
         st.ee_position_m = [t, 0.0, 0.3]  # x encodes the state's own stamp
         events.append((t, "/franka/state", st))
+    for k in range(int(END_S / POSES_PERIOD_S) + 1) if object_poses else ():
+        t = POSES_T0_S + k * POSES_PERIOD_S
+        msg = ObjectPoses(names=["red_cube", "bowl"], poses=[Pose(), Pose()])
+        msg.header.stamp = s_to_stamp(t)
+        msg.poses[0].position.x, msg.poses[1].position.y = t, -t  # positions encode the message's own stamp
+        events.append((t + 0.002, "/sim/object_poses", msg))
     for c, received in enumerate(CHUNK_RECEIVED_S):
         actions = np.zeros((7, 7), np.float32)
         actions[:, 0] = 10 * (c + 1) + np.arange(7)  # dx encodes (chunk, row)
@@ -83,6 +94,32 @@ def test_synthetic_bag_gives_exactly_the_expected_samples(tmp_path):
     assert ep.instruction == "pick up the red cube"
     assert (tmp_path / "ds" / "lerobot_v3" / "meta" / "info.json").exists()
     assert (tmp_path / "ds" / "dataset_statistics.json").exists()
+
+
+def test_recorded_object_poses_become_per_step_positions_never_from_the_future(tmp_path):
+    """Simulation ground truth (/sim/object_poses) is kept for the auxiliary object loss: the latest pose at or
+    before each step, names sorted; a bag without the topic gives no objects."""
+    from vla_jepa.data import NativeEpisodeSource
+
+    write_bag(tmp_path / "bags" / "task-0001", object_poses=True)
+    bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", ConvertConfig(min_steps=2, lerobot=False), progress=False)
+    source = NativeEpisodeSource(tmp_path / "ds")
+    ep = source.load(0)
+    assert ep.object_names == ("bowl", "red_cube") and ep.objects.shape == (len(ep.actions), 2, 3)
+    times = 0.025 + STEP_S * np.arange(len(ep.actions))
+    for k, t in enumerate(times):
+        stamp = ep.objects[k, 1, 0]  # red_cube x = its message's stamp
+        assert ep.objects[k, 0, 1] == pytest.approx(-stamp)
+        if t < POSES_T0_S:  # before the first message: the first message
+            assert stamp == pytest.approx(POSES_T0_S)
+        else:
+            assert stamp <= t + 1e-6 and t - stamp < POSES_PERIOD_S
+    assert source.meta["objects"]["names"] == ["bowl", "red_cube"]
+    assert np.allclose(source.meta["objects"]["mean_m"], ep.objects.mean(0), atol=1e-6)
+    write_bag(tmp_path / "plain" / "task-0001")
+    bags_to_dataset([tmp_path / "plain"], tmp_path / "ds2", ConvertConfig(min_steps=2, lerobot=False), progress=False)
+    plain = NativeEpisodeSource(tmp_path / "ds2")
+    assert plain.load(0).objects is None and "objects" not in plain.meta
 
 
 def test_failed_and_corrupt_bags_are_reported_and_skipped(tmp_path):

@@ -48,6 +48,26 @@ def test_save_load_roundtrip(tmp_path, tiny_model):
     assert not hasattr(inference_only, "vj_predictor")
 
 
+def test_checkpoint_from_before_state_normalisation_loads_as_identity(tmp_path, tiny_model):
+    """Older checkpoints have no state_mean/state_std buffers: they load with the identity (the raw state they
+    were trained on); any other missing tensor is still an error."""
+    from safetensors.torch import load_file, save_file
+
+    save_checkpoint(tmp_path / "ck", tiny_model, make_batch(tiny_model, 1)[1])
+    weights = tmp_path / "ck" / "model.safetensors"
+    state = load_file(str(weights))
+    for key in ("action_model.state_mean", "action_model.state_std"):
+        del state[key]
+    save_file(state, str(weights))
+    model = load_checkpoint(tmp_path / "ck")[0]
+    assert torch.equal(model.action_model.state_mean, torch.zeros_like(model.action_model.state_mean))
+    assert torch.equal(model.action_model.state_std, torch.ones_like(model.action_model.state_std))
+    del state["action_model.state_encoder.layer1.weight"]
+    save_file(state, str(weights))
+    with pytest.raises(KeyError, match="state_encoder"):
+        load_checkpoint(tmp_path / "ck")
+
+
 def _public_state_dict(model, tmp_path):
     """A state dict with the public code's names, built from transformers' own key layout for the backbones."""
     transformers = pytest.importorskip("transformers")

@@ -46,7 +46,10 @@ def test_single_camera_is_duplicated(tmp_path, tiny_model):
 
 
 def test_bad_native_data_names_the_file(tmp_path):
-    root = write_episode_dataset(tmp_path / "ds", _episodes(), cameras=["front", "wrist"], fps=10)
+    eps = _episodes()
+    for e in eps:
+        e.objects, e.object_names = None, ()
+    root = write_episode_dataset(tmp_path / "ds", eps, cameras=["front", "wrist"], fps=10)
     np.savez(root / "episode_000001.npz", frames=np.zeros((10, 2, 8, 8, 3), np.uint8),
              state=np.zeros((9, 8), np.float32), actions=np.zeros((10, 7), np.float32))
     with pytest.raises(DataError, match=r"episode_000001\.npz: lengths differ"):

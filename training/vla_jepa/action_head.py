@@ -175,6 +175,10 @@ class FlowMatchingActionHead(nn.Module):
         d = cfg.inner_dim
         self.model = DiT(cfg, cross_dim)
         self.state_encoder = TwoLayerMLP(state_dim, cfg.hidden_size, d) if state_dim > 0 else None
+        # state -> (state - mean) / std before the encoder, inside the exported graph (identity until
+        # `set_state_normalization`; checkpoints made before it existed load as identity = the raw state they saw)
+        self.register_buffer("state_mean", torch.zeros(max(state_dim, 1)))
+        self.register_buffer("state_std", torch.ones(max(state_dim, 1)))
         self.action_encoder = ActionEncoder(action_dim, d)
         self.action_decoder = TwoLayerMLP(cfg.hidden_size, cfg.hidden_size, action_dim)
         self.future_tokens = nn.Embedding(cfg.num_future_tokens, d)
@@ -191,9 +195,21 @@ class FlowMatchingActionHead(nn.Module):
         if self.state_encoder is not None:
             if state is None:
                 raise ValueError("this action head was built with a state token; pass state (B, state_dim)")
-            parts.insert(0, self.state_encoder(state.to(tokens.dtype))[:, None])
+            state = (state.to(tokens.dtype) - self.state_mean.to(tokens.dtype)) / self.state_std.to(tokens.dtype)
+            parts.insert(0, self.state_encoder(state)[:, None])
         out = self.model(torch.cat(parts, dim=1), embodied, t_bucket)
         return self.action_decoder(out[:, -x_t.shape[1]:])
+
+    def set_state_normalization(self, mean, std, min_std: float = 1e-2) -> None:
+        """mean, std (state_dim,) in robot units (dataset statistics); std is floored at `min_std` so a nearly
+        constant input (e.g. the roll of a tool that always points down) is not blown up into noise."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten().clamp_min(min_std)
+        if mean.shape != self.state_mean.shape or std.shape != self.state_std.shape:
+            raise ValueError(f"state statistics of shape {tuple(mean.shape)}/{tuple(std.shape)} != state_dim "
+                             f"{tuple(self.state_mean.shape)}")
+        self.state_mean.copy_(mean)
+        self.state_std.copy_(std)
 
     def draw_noise_and_time(self, sample_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample deterministic noise (R, B, H, A) and flow time t (R, B) from integer seeds.

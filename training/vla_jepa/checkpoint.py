@@ -19,6 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+# Buffers added after checkpoints were first written; absent from a file they keep their identity defaults.
+OPTIONAL_BUFFERS = r"action_model\.state_(mean|std)"
+
 
 @dataclass
 class LoadReport:
@@ -182,6 +185,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_w
     state = load_file(str(path / WEIGHTS))
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, state, ignore_unexpected=ignore)
+    report.missing = [k for k in report.missing if not re.fullmatch(OPTIONAL_BUFFERS, k)]
     if report.missing or report.unexpected:
         raise KeyError(f"{path / WEIGHTS}: {report}")
     stats = json.loads((path / STATS).read_text())
@@ -274,6 +278,7 @@ def load_public_checkpoint(pt_path: str | Path, tokenizer_json: str | Path | Non
     model = make_model(cfg, tokenizer, with_world_model=with_world_model)
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, mapped, ignore_unexpected=ignore)
+    report.missing = [k for k in report.missing if not re.fullmatch(OPTIONAL_BUFFERS, k)]
     report.unexpected = sorted(set(report.unexpected) | set(unmapped))
     report.ignored = ignored  # type: ignore[attr-defined]
     return model, cfg, stats, tokenizer, report

@@ -188,6 +188,7 @@ class VLAJEPAConfig:
     wm_image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     wm_context_mode: str = "prefix"  # "prefix" (causal prefix clips) or "per_step" (each tubelet alone)
     wm_target_mode: str = "full"  # "full": one pass over the whole clip (public code); "causal": as the context
+    num_aux_objects: int = 0  # >0: a training-only head regresses that many objects' (x, y, z) from the embodied tokens
 
     def __post_init__(self) -> None:
         _check_positive("VLAJEPAConfig", image_size=self.image_size, num_views=self.num_views,
@@ -199,6 +200,8 @@ class VLAJEPAConfig:
                              f"{self.wm_context_mode!r}")
         if self.wm_target_mode not in ("full", "causal"):
             raise ValueError(f"VLAJEPAConfig.wm_target_mode must be 'full' or 'causal', got {self.wm_target_mode!r}")
+        if self.num_aux_objects < 0:
+            raise ValueError(f"VLAJEPAConfig.num_aux_objects must be >= 0, got {self.num_aux_objects}")
         if self.state_dim < 0:
             raise ValueError(f"VLAJEPAConfig.state_dim must be >= 0 (0 = no state token), got {self.state_dim}")
         unit = self.vision.patch_size * self.vision.spatial_merge_size
@@ -278,6 +281,7 @@ class TrainConfig:
     use_wm_loss: bool = True  # False = the "without JEPA objective" ablation
     wm_weight_robot: float = 0.1
     wm_weight_video: float = 1.0
+    object_loss_weight: float = 0.0  # >0: auxiliary object-position loss (needs a dataset with object positions)
     seed: int = 0
     num_workers: int = 0
     log_every: int = 1
@@ -290,6 +294,8 @@ class TrainConfig:
         _check_positive("TrainConfig", total_steps=self.total_steps, batch_size=self.batch_size,
                         grad_accum_steps=self.grad_accum_steps, lr_vlm=self.lr_vlm,
                         lr_action_head=self.lr_action_head, lr_predictor=self.lr_predictor)
+        if self.object_loss_weight < 0:
+            raise ValueError(f"TrainConfig.object_loss_weight={self.object_loss_weight} must be >= 0")
         if self.warmup_steps < 0 or self.min_lr < 0 or self.grad_clip < 0:
             raise ValueError(f"TrainConfig warmup_steps={self.warmup_steps}, min_lr={self.min_lr}, "
                              f"grad_clip={self.grad_clip} must be >= 0")

@@ -5,7 +5,9 @@ Native episode dataset (what the bag converter writes with `write_episode_datase
         {"format": "vla_jepa_episodes", "version": 1, "cameras": ["front", "wrist"], "image_height": H,
          "image_width": W, "fps": 10.0, "state_dim": 8, "action_dim": 7, "action_space": "franka_delta_ee",
          "episodes": [{"file": "episode_000000.npz", "length": T, "instruction": "pick up the cube"}, ...]}
-    root/episode_XXXXXX.npz   frames uint8 (T, V, H, W, 3) RGB, state float32 (T, 8), actions float32 (T, 7)
+    root/episode_XXXXXX.npz   frames uint8 (T, V, H, W, 3) RGB, state float32 (T, 8), actions float32 (T, 7),
+                              optionally objects float32 (T, N, 3): positions of the N objects meta["objects"]
+                              names (simulation ground truth, for the auxiliary object loss)
     root/dataset_statistics.json   normalisation stats (normalize.compute_stats over all actions)
 Action t is the command applied after observing frame t; gripper 1 = open.
 
@@ -43,6 +45,8 @@ class Episode:
     states: np.ndarray  # (T, S) float32
     actions: np.ndarray  # (T, A) float32
     instruction: str
+    objects: np.ndarray | None = None  # (T, N, 3) float32 object positions (m), or None
+    object_names: tuple[str, ...] = ()  # the N names, in the order of `objects`
 
     def validate(self, where: str) -> None:
         f, s, a = self.frames, self.states, self.actions
@@ -56,6 +60,11 @@ class Episode:
             raise DataError(f"{where}: empty episode")
         if not (np.isfinite(s).all() and np.isfinite(a).all()):
             raise DataError(f"{where}: state or actions contain NaN/inf")
+        o = self.objects
+        if o is not None and (o.ndim != 3 or o.shape[0] != len(f) or o.shape[2] != 3
+                              or o.shape[1] != len(self.object_names) or not np.isfinite(o).all()):
+            raise DataError(f"{where}: objects must be finite (T={len(f)}, N={len(self.object_names)}, 3), "
+                            f"got {o.shape}")
 
 
 class EpisodeSource(Protocol):
@@ -78,7 +87,8 @@ def write_episode_dataset(root: str | Path, episodes: Iterable[Episode], cameras
     if (root / "meta.json").exists() and not overwrite:
         raise FileExistsError(f"{root / 'meta.json'} exists; pass overwrite=True")
     root.mkdir(parents=True, exist_ok=True)
-    metas, all_actions, all_states, shape = [], [], [], None
+    metas, all_actions, all_states, all_objects, shape = [], [], [], [], None
+    object_names = None  # names of the first episode; every episode must have the same to keep positions
     for i, ep in enumerate(episodes):
         name = f"episode_{i:06d}.npz"
         ep.validate(str(root / name))
@@ -88,8 +98,16 @@ def write_episode_dataset(root: str | Path, episodes: Iterable[Episode], cameras
             shape = ep.frames.shape[2:4]
         elif ep.frames.shape[2:4] != shape:
             raise DataError(f"{root / name}: image size {ep.frames.shape[2:4]} differs from {shape}")
+        if object_names is None:
+            object_names = tuple(ep.object_names) if ep.objects is not None else ()
+        if (tuple(ep.object_names) if ep.objects is not None else ()) != object_names:
+            raise DataError(f"{root / name}: objects {ep.object_names if ep.objects is not None else None} differ "
+                            f"from the first episode's {object_names or None}")
+        arrays = {"objects": ep.objects.astype(np.float32)} if object_names else {}
         np.savez(root / name, frames=ep.frames, state=ep.states.astype(np.float32),
-                 actions=ep.actions.astype(np.float32))
+                 actions=ep.actions.astype(np.float32), **arrays)
+        if object_names:
+            all_objects.append(ep.objects.reshape(len(ep.objects), -1))
         metas.append({"file": name, "length": int(len(ep.frames)), "instruction": ep.instruction})
         all_actions.append(ep.actions)
         all_states.append(ep.states)
@@ -98,10 +116,19 @@ def write_episode_dataset(root: str | Path, episodes: Iterable[Episode], cameras
     meta = {"format": FORMAT_NAME, "version": 1, "cameras": list(cameras), "image_height": int(shape[0]),
             "image_width": int(shape[1]), "fps": float(fps), "state_dim": int(all_states[0].shape[1]),
             "action_dim": int(all_actions[0].shape[1]), "action_space": action_space, "episodes": metas}
+    if object_names:
+        meta["objects"] = object_summary(object_names, all_objects)
     (root / "meta.json").write_text(json.dumps(meta, indent=2))
     save_stats(compute_stats(np.concatenate(all_actions), np.concatenate(all_states), len(metas)),
                root / "dataset_statistics.json")
     return root
+
+
+def object_summary(names: tuple[str, ...], positions: list[np.ndarray]) -> dict:
+    """names (N,), positions: per episode (T, N, 3) or (T, N * 3) -> {"names", "mean_m", "std_m"} ((N, 3) lists)."""
+    flat = np.concatenate([p.reshape(len(p), -1) for p in positions]).astype(np.float64)  # (sum T, N * 3)
+    return {"names": list(names), "mean_m": flat.mean(0).reshape(-1, 3).tolist(),
+            "std_m": flat.std(0).reshape(-1, 3).tolist()}
 
 
 class NativeEpisodeSource:
@@ -136,7 +163,9 @@ class NativeEpisodeSource:
             raise DataError(f"{path}: episode file missing")
         try:
             with np.load(path) as z:
-                ep = Episode(z["frames"], z["state"], z["actions"], info["instruction"])
+                names = tuple(self.meta["objects"]["names"]) if "objects" in self.meta else ()
+                ep = Episode(z["frames"], z["state"], z["actions"], info["instruction"],
+                             z["objects"] if names else None, names)
         except KeyError as e:
             raise DataError(f"{path}: missing array {e}") from e
         except (OSError, ValueError) as e:
@@ -169,6 +198,7 @@ def synthetic_episodes(num_episodes: int = 4, length: int = 24, num_views: int =
         frames = np.zeros((length, num_views, image_size, image_size, 3), np.uint8)
         states = np.zeros((length, state_dim), np.float32)
         actions = np.zeros((length, action_dim), np.float32)
+        objects = np.zeros((length, 1, 3), np.float32)  # the square's (x, y, 0)
         for t in range(length):
             delta = (0.5 - pos) * 0.2
             for v in range(num_views):
@@ -178,12 +208,13 @@ def synthetic_episodes(num_episodes: int = 4, length: int = 24, num_views: int =
                 img[max(0, c[1] - r):c[1] + r, max(0, c[0] - r):c[0] + r] = colours[name]
                 frames[t, v] = img
             states[t, :2] = pos
+            objects[t, 0, :2] = pos
             actions[t, :2] = delta
             actions[t, 2] = 0.01 * (names.index(name) - 1)
             actions[t, 3:action_dim - 1] = 0.001 * np.arange(action_dim - 4)
             actions[t, -1] = 1.0 if t < length // 2 else 0.0
             pos = np.clip(pos + delta, 0.05, 0.95)
-        eps.append(Episode(frames, states, actions, f"move the {name} square to the centre"))
+        eps.append(Episode(frames, states, actions, f"move the {name} square to the centre", objects, ("square",)))
     return eps
 
 
@@ -192,6 +223,9 @@ class InMemoryEpisodeSource:
         for i, ep in enumerate(episodes):
             ep.validate(f"episode {i}")
         self.episodes = episodes
+        names = episodes[0].object_names if episodes and episodes[0].objects is not None else ()
+        self.meta = {"objects": object_summary(names, [e.objects for e in episodes])} if names and all(
+            e.objects is not None and e.object_names == names for e in episodes) else {}
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -410,6 +444,17 @@ class RobotDataset(torch.utils.data.Dataset):
         self.source, self.cfg, self.tok, self.layout, self.stats = source, cfg, tokenizer, layout, stats
         self.image_shift_px = image_shift_px
         self.cache_episodes = cache_episodes
+        self.object_norm = None  # (mean, std) (N, 3) for the auxiliary object loss
+        if cfg.num_aux_objects:
+            info = getattr(source, "meta", {}).get("objects")
+            if not info:
+                raise DataError("the auxiliary object loss needs a dataset with object positions (bags recorded "
+                                "with /sim/object_poses, converted by vla-jepa bags-to-dataset)")
+            if len(info["names"]) != cfg.num_aux_objects:
+                raise DataError(f"dataset tracks {len(info['names'])} objects {info['names']}, config "
+                                f"num_aux_objects={cfg.num_aux_objects}")
+            self.object_norm = (np.asarray(info["mean_m"], np.float32),
+                                np.maximum(np.asarray(info["std_m"], np.float32), 1e-3))
         self._cache: dict[int, dict] = {}
         self.index = []
         for e in range(len(source)):
@@ -442,6 +487,9 @@ class RobotDataset(torch.utils.data.Dataset):
             "state": ep.states.astype(np.float32),
             "input_ids": ids, "attention_mask": mask,
         }
+        if self.object_norm is not None:
+            mean, std = self.object_norm
+            data["objects"] = ((ep.objects - mean) / std).astype(np.float32)  # (T, N, 3)
         if self.cache_episodes:
             self._cache[e] = data
         return data
@@ -460,6 +508,8 @@ class RobotDataset(torch.utils.data.Dataset):
         }
         if self.cfg.state_dim:
             out["state"] = torch.from_numpy(d["state"][t])
+        if "objects" in d:
+            out["objects"] = torch.from_numpy(d["objects"][t])
         return out
 
 

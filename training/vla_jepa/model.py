@@ -5,6 +5,7 @@ Batch tensors (see data.py):
     video           (B, 2, T, 3, S, S)   uint8 or float in [0, 1], frames t..t+T-1, S = vjepa.crop_size
     input_ids       (B, L) int64, attention_mask (B, L) int64 (prompt.encode_* with the matching layout)
     actions         (B, horizon, action_dim) normalised (robot batches only)
+    objects         (B, N, 3) normalised object positions (optional, cfg.num_aux_objects = N > 0, training only)
     state           (B, state_dim) raw (only when cfg.state_dim > 0)
     sample_seed     (B,) int64: keys the flow-matching noise of each sample
 """
@@ -43,6 +44,10 @@ class VLAJEPA(nn.Module):
         self.vlm.language_model.norm.requires_grad_(False)  # features are taken before the final norm: unused
         self.action_model = FlowMatchingActionHead(cfg.action_head, cfg.text.hidden_size, cfg.action_dim, cfg.horizon,
                                                    cfg.state_dim)
+        # training only (like the world model): where every tracked object is, from the tokens the action head reads
+        self.object_head = nn.Sequential(
+            nn.LayerNorm(cfg.text.hidden_size), nn.Linear(cfg.text.hidden_size, cfg.text.hidden_size), nn.GELU(),
+            nn.Linear(cfg.text.hidden_size, 3 * cfg.num_aux_objects)) if cfg.num_aux_objects else None
         self.with_world_model = with_world_model
         if with_world_model:
             self.vj_encoder = VJEPA2Encoder(cfg.vjepa)
@@ -136,13 +141,21 @@ class VLAJEPA(nn.Module):
     # ------------------------------------------------------------------------------------------ losses
 
     def robot_losses(self, batch: dict, use_wm: bool = True) -> dict[str, torch.Tensor]:
-        """-> {"action_loss", "wm_loss"} (wm_loss unweighted; the trainer applies 0.1)."""
+        """-> {"action_loss", "wm_loss", "object_loss"} (unweighted; the trainer applies the weights).
+
+        object_loss (auxiliary, optional): MSE between the object head's prediction from the mean embodied token
+        and batch["objects"] (B, num_aux_objects, 3), object positions normalised with the dataset statistics.
+        Simulation knows where every object is; this teaches the backbone to localise them from few layouts.
+        """
         latent, embodied = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"])
         state = batch.get("state") if self.cfg.state_dim > 0 else None
         noise = t = None
         if "sample_seed" in batch:
             noise, t = self.action_model.draw_noise_and_time(batch["sample_seed"].tolist(), embodied.device)
         out = {"action_loss": self.action_model.loss(embodied, batch["actions"], state, noise, t)}
+        if self.object_head is not None and "objects" in batch:
+            pred = self.object_head(embodied.mean(dim=1))  # (B, 3 * num_aux_objects), normalised units
+            out["object_loss"] = F.mse_loss(pred.float(), batch["objects"].flatten(1).float())
         if use_wm and self.with_world_model:
             out["wm_loss"] = self.wm_loss(latent, batch["video"])
         return out

@@ -48,6 +48,15 @@ def _action_stats(stats: dict) -> dict:
     return next(iter(stats.values()))["action"]
 
 
+def state_stats(stats: dict) -> dict | None:
+    """The state summary (min/max/mean/std/...) of a one-tag stats dict, or None when it has none."""
+    if "action" in stats:
+        return stats.get("state")
+    if len(stats) != 1:
+        raise ValueError(f"stats hold several embodiment tags {sorted(stats)}; pick one with stats[tag]")
+    return next(iter(stats.values())).get("state")
+
+
 def normalize_actions(actions: np.ndarray, stats: dict) -> np.ndarray:
     """(..., A) raw -> (..., A) normalised: masked dims min-max to [-1, 1], gripper binarised to {0, 1}."""
     s = _action_stats(stats)

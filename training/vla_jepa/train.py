@@ -29,7 +29,7 @@ from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
                    VideoFolderSource, collate, synthetic_episodes)
 from .model import VLAJEPA, make_model
-from .normalize import compute_stats, load_stats
+from .normalize import compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
 
 
@@ -48,6 +48,7 @@ class TrainArgs:
     synthetic_length: int = 24
     drop_idle_frames: bool = False  # drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code
     image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
+    normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -108,6 +109,9 @@ def build_optimizer(model: VLAJEPA, tcfg: TrainConfig) -> tuple[torch.optim.Opti
     groups = [{"name": "vlm", "params": [p for p in model.vlm.parameters() if p.requires_grad], "lr": tcfg.lr_vlm},
               {"name": "action_model", "params": [p for p in model.action_model.parameters() if p.requires_grad],
                "lr": tcfg.lr_action_head}]
+    if model.object_head is not None:
+        groups.append({"name": "object_head", "params": list(model.object_head.parameters()),
+                       "lr": tcfg.lr_action_head})
     if model.with_world_model:
         groups.append({"name": "vj_predictor", "params": list(model.vj_predictor.parameters()),
                        "lr": tcfg.lr_predictor})
@@ -150,6 +154,8 @@ def train_step(model: torch.nn.Module, micro_batches: list[dict], kind: str, tcf
                 loss = losses["action_loss"]
                 if "wm_loss" in losses:
                     loss = loss + tcfg.wm_weight_robot * losses["wm_loss"]
+                if "object_loss" in losses:
+                    loss = loss + tcfg.object_loss_weight * losses["object_loss"]
             else:
                 loss = tcfg.wm_weight_video * losses["wm_loss"]
             (loss * weight).backward()
@@ -168,7 +174,7 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     if not rows:
         return
-    keys = [k for k in ("loss", "action_loss", "wm_loss") if any(k in r for r in rows)]
+    keys = [k for k in ("loss", "action_loss", "wm_loss", "object_loss") if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
     for ax, k in zip(axes, keys):
         for kind in sorted({r["kind"] for r in rows}):
@@ -256,6 +262,12 @@ def train(args: TrainArgs) -> dict:
     if args.max_prompt_len:
         cfg = replace(cfg, max_prompt_len=args.max_prompt_len)
     source = _robot_source(args, cfg)
+    if tcfg.object_loss_weight > 0 and not (args.resume or args.init_from):
+        objects = getattr(source, "meta", {}).get("objects")
+        if not objects:
+            raise ValueError("--train.object-loss-weight > 0 needs a dataset with object positions (--data from "
+                             "vla-jepa bags-to-dataset of bags that recorded /sim/object_poses)")
+        cfg = replace(cfg, num_aux_objects=len(objects["names"]))
 
     if args.resume:
         model, cfg, stats, _ = load_checkpoint(args.resume)
@@ -263,6 +275,11 @@ def train(args: TrainArgs) -> dict:
         model = build_model(args, cfg)
         cfg = model.cfg
         stats = _stats_for(source, args)
+        summary = state_stats(stats)
+        if args.normalize_state and cfg.state_dim and not args.init_from and summary:
+            model.action_model.set_state_normalization(summary["mean"], summary["std"])
+    if tcfg.object_loss_weight > 0 and model.object_head is None:
+        raise ValueError("--train.object-loss-weight > 0 but the model has no object head (it was made without one)")
     model.to(device).train()
     wrapped: torch.nn.Module = model
     if tcfg.fsdp:

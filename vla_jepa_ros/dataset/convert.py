@@ -20,6 +20,7 @@ from .align import ChunkRecord, Stream, align_episode
 
 STATE_TOPIC = "/franka/state"
 CHUNK_TOPIC = "/vla/action_chunk"
+OBJECTS_TOPIC = "/sim/object_poses"  # simulation ground truth: kept as per-step object positions when recorded
 SUCCEEDED = "SUCCEEDED"
 
 
@@ -91,8 +92,10 @@ def read_episode(bag: Path, config: ConvertConfig):
     frames: dict[str, tuple[list, list]] = {c: ([], []) for c in config.cameras}
     states: tuple[list, list] = ([], [])
     chunks: list[ChunkRecord] = []
+    objects: tuple[list, list] = ([], [])  # stamps, {name: (x, y, z)}
     by_topic = {topic: (cam, kind) for cam, (topic, kind) in cams.items()}
-    for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC]):
+    extra = [OBJECTS_TOPIC] if OBJECTS_TOPIC in topics else []
+    for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC, *extra]):
         if topic in by_topic:
             cam, kind = by_topic[topic]
             try:
@@ -108,6 +111,9 @@ def read_episode(bag: Path, config: ConvertConfig):
             states[0].append(_stamp_s(msg.header))
             states[1].append(robot_state_vector(msg.ee_position_m, msg.ee_rpy_rad, msg.gripper_width_m,
                                                 msg.gripper_open_commanded))
+        elif topic == OBJECTS_TOPIC:
+            objects[0].append(_stamp_s(msg.header))
+            objects[1].append({n: (p.position.x, p.position.y, p.position.z) for n, p in zip(msg.names, msg.poses)})
         else:
             actions = np.asarray(msg.data, np.float32)
             if actions.size != msg.horizon * msg.action_dim or list(msg.dim_names) != list(DELTA_EE_DIM_NAMES):
@@ -124,12 +130,26 @@ def read_episode(bag: Path, config: ConvertConfig):
     end_s = min(last_chunk_end_s, (meta.get("end_time_ns") or 0) * 1e-9 or last_chunk_end_s)
     aligned = align_episode(cam_streams, state_stream, chunks, period_s, end_s=end_s)
     views = [np.stack([cam_streams[c].values[i] for i in aligned.frame_indices[c]]) for c in config.cameras]
+    names, positions = _object_positions(Stream.sorted(*objects), aligned.times_s) if objects[0] else ((), None)
     episode = Episode(frames=np.stack(views, axis=1),  # (T, V, H, W, 3)
                       states=np.asarray(state_stream.values)[aligned.state_indices].astype(np.float32),
-                      actions=aligned.actions, instruction=meta.get("instruction", ""))
+                      actions=aligned.actions, instruction=meta.get("instruction", ""),
+                      objects=positions, object_names=names)
     if not episode.instruction:
         raise ValueError("the episode has no instruction in its metadata")
     return episode, meta.get("outcome", ""), period_s
+
+
+def _object_positions(poses: Stream, times_s: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """Object pose messages -> (names sorted, positions (T, N, 3)) at each step: the latest at or before it (the
+    first message for steps before it). A name missing from some message makes the episode unusable."""
+    names = tuple(sorted(poses.values[0]))
+    idx = np.maximum(poses.latest_index_at(times_s), 0)
+    try:
+        table = np.asarray([[msg[n] for n in names] for msg in poses.values], np.float32)  # (M, N, 3)
+    except KeyError as exc:
+        raise ValueError(f"{OBJECTS_TOPIC}: object {exc} missing from some messages") from None
+    return names, table[idx]
 
 
 def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: ConvertConfig = ConvertConfig(),
