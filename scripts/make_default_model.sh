@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Rebuild the default model bundle (models/tiny_sim) from nothing: the data flywheel in simulation.
 #   1. scripted-expert demonstrations through the full sim graph, recorded as MCAP episode bags
-#   2. bags -> training dataset (128 px, the tiny preset's image size)
+#   2. bags -> training dataset (128 px, the tiny preset's image size; with the recorded object positions)
 #   3. train `tiny` with the JEPA world-model alignment loss, and the same run without it (ablation), side by side
-#      with one thread each (the right split on a 2-core machine; set THREADS for a bigger one)
-#   4. export both to bundles (ONNX, parity-checked) and evaluate both in the sim graph on held-out layouts
-# Every seed is fixed; knobs via the environment: EPISODES, SEEDS, STEPS, SHIFT_PX, EVAL_EPISODES, THREADS, OUT.
+#      with one thread each (the right split on a 2-core machine; set THREADS for a bigger one); both with the
+#      auxiliary object-position loss (simulation ground truth, training only) and the state normalised in-graph
+#   4. export both to bundles (ONNX, parity-checked); offline-eval both on held-out demonstrations (seconds), then
+#      evaluate both in the sim graph on held-out layouts
+# Every seed is fixed; knobs via the environment: EPISODES, SEEDS, STEPS, SHIFT_PX, OBJ_WEIGHT, EVAL_EPISODES,
+# THREADS, OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin
 OUT=${OUT:-runs/flywheel}
 EPISODES=${EPISODES:-20}         # demonstrations per task family and collection batch
-SEEDS=${SEEDS:-0 100}            # one collection batch per layout seed (batch k: layouts seed .. seed+EPISODES-1)
+SEEDS=${SEEDS:-0 100 200 300 400 600 700 800}  # a collection batch per seed (layouts seed .. seed+EPISODES-1)
 STEPS=${STEPS:-4000}             # optimizer steps
-SHIFT_PX=${SHIFT_PX:-4}          # random-shift image augmentation (+-px at 128 px)
+SHIFT_PX=${SHIFT_PX:-2}          # random-shift image augmentation (+-px at 128 px)
+OBJ_WEIGHT=${OBJ_WEIGHT:-1.0}    # auxiliary object-position loss weight (0 = off)
 EVAL_EPISODES=${EVAL_EPISODES:-10}  # per task family
 THREADS=${THREADS:-1}            # torch threads per training run (the two runs go side by side)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -35,13 +39,20 @@ for variant in jepa no_wm; do
   extra=(); [ "$variant" = no_wm ] && extra=(--train.no-use-wm-loss)
   [ -d "$OUT/train_$variant/$step" ] || $V/vla-jepa-train --preset tiny --data "$OUT/dataset" \
       --out-dir "$OUT/train_$variant" --threads "$THREADS" --train.total-steps "$STEPS" --train.batch-size 16 \
-      --train.seed 0 --image-shift-px "$SHIFT_PX" "${LRS[@]}" "${extra[@]}" > "$OUT/train_$variant.log" 2>&1 &
+      --train.seed 0 --image-shift-px "$SHIFT_PX" --train.object-loss-weight "$OBJ_WEIGHT" "${LRS[@]}" "${extra[@]}" \
+      > "$OUT/train_$variant.log" 2>&1 &
 done
 wait
 t3=$(stamp)
 $V/vla-jepa export "$OUT/train_jepa/$step" "$OUT/bundle_jepa" --model-id tiny-sim-jepa
 $V/vla-jepa export "$OUT/train_no_wm/$step" "$OUT/bundle_no_wm" --model-id tiny-sim-no-wm
 t4=$(stamp)
+# held-out demonstrations (layouts 500..509, never trained on) -> chunk error per phase, in seconds
+[ -f "$OUT/heldout_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/heldout_bags" --episodes 5 --seed 500
+[ -f "$OUT/heldout/meta.json" ] || $V/vla-jepa bags-to-dataset "$OUT/heldout_bags" "$OUT/heldout" --image-size-px 128 --no-lerobot
+for variant in jepa no_wm; do
+  $V/vla-jepa offline-eval "$OUT/bundle_$variant" "$OUT/heldout" --stride 3 --json "$OUT/offline_$variant.json"
+done
 $V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_jepa"
 $V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
 t5=$(stamp)

@@ -319,6 +319,29 @@ def _collect(argv: list[str]) -> int:
     return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host)
 
 
+@command("render-layouts", "thousands of random sim layouts, rendered, with object positions (localisation pretraining)")
+def _render_layouts(argv: list[str]) -> int:
+    p = _parser("render-layouts", "Draw random tabletop layouts, render the policy's cameras with the arm in poses "
+                                  "taken from recorded episode bags (or at home), and write a training dataset whose "
+                                  "samples carry every object's position and no actions. Pretrain the backbone on it "
+                                  "with vla-jepa-train --train.action-loss-weight 0 --train.object-loss-weight 1 "
+                                  "--train.no-use-wm-loss, then train on demonstrations with --init-from.")
+    p.add_argument("out", help="dataset folder to write")
+    p.add_argument("--layouts", type=int, default=1000, help="number of layouts (layout k: seed + k)")
+    p.add_argument("--seed", type=int, default=100_000, help="seed of the first layout; keep apart from eval's 1000..")
+    p.add_argument("--arm-poses-from", nargs="*", default=[], metavar="BAGS",
+                   help="episode bags whose recorded joint positions pose the arm (default: the home pose)")
+    p.add_argument("--poses-per-layout", type=int, default=2, help="renders per layout, each with another arm pose")
+    p.add_argument("--image-size-px", type=int, default=128, help="stored image side (the tiny preset's is 128)")
+    p.add_argument("--robot-host", default="127.0.0.1", help="loopback address for the franky-sim servers")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    a = p.parse_args(argv)
+    from .flywheel.layouts import main_from_args
+
+    return main_from_args(a.out, a.layouts, a.seed, a.arm_poses_from, a.poses_per_layout, a.image_size_px,
+                          a.robot_host, a.overwrite)
+
+
 def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
     p.add_argument("--threads", type=int, default=1, help="inference threads")

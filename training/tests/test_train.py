@@ -167,3 +167,28 @@ def test_state_is_normalised_inside_the_model_with_the_dataset_statistics(tmp_pa
     args.normalize_state = False
     off = train(args)
     assert torch.equal(off["model"].action_model.state_mean, torch.zeros_like(head.state_mean))
+
+
+def test_object_only_pretraining_leaves_the_action_head_alone(tmp_path):
+    """action_loss_weight=0 (rendered layouts without actions): only the backbone and the object head learn, and
+    the state statistics stay unset so the demonstrations that follow (--init-from) set them."""
+    from vla_jepa.model import make_model
+
+    args = _args(tmp_path, "pre", total_steps=3, use_wm_loss=False, action_loss_weight=0.0, object_loss_weight=1.0)
+    result = train(args)
+    rows = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert all("action_loss" not in r and "object_loss" in r for r in rows)
+    torch.manual_seed(0)
+    fresh = make_model(result["model"].cfg)  # the same seed and config: the weights training started from
+    trained = result["model"].action_model.state_dict()
+    assert all(torch.equal(v, fresh.action_model.state_dict()[k]) for k, v in trained.items())
+    assert not torch.equal(result["model"].vlm.visual.patch_embed.proj.weight, fresh.vlm.visual.patch_embed.proj.weight)
+    demo = _args(tmp_path, "demo", total_steps=1)
+    demo.init_from = str(result["checkpoint"])
+    head = train(demo)["model"].action_model
+    assert not torch.equal(head.state_std, torch.ones_like(head.state_std))  # the demonstrations' statistics
+
+
+def test_nothing_to_train_is_refused():
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainConfig(action_loss_weight=0.0, use_wm_loss=False)

@@ -281,6 +281,7 @@ class TrainConfig:
     use_wm_loss: bool = True  # False = the "without JEPA objective" ablation
     wm_weight_robot: float = 0.1
     wm_weight_video: float = 1.0
+    action_loss_weight: float = 1.0  # 0: no action loss (object-only pretraining on rendered layouts)
     object_loss_weight: float = 0.0  # >0: auxiliary object-position loss (needs a dataset with object positions)
     seed: int = 0
     num_workers: int = 0
@@ -294,8 +295,12 @@ class TrainConfig:
         _check_positive("TrainConfig", total_steps=self.total_steps, batch_size=self.batch_size,
                         grad_accum_steps=self.grad_accum_steps, lr_vlm=self.lr_vlm,
                         lr_action_head=self.lr_action_head, lr_predictor=self.lr_predictor)
-        if self.object_loss_weight < 0:
-            raise ValueError(f"TrainConfig.object_loss_weight={self.object_loss_weight} must be >= 0")
+        if self.object_loss_weight < 0 or self.action_loss_weight < 0:
+            raise ValueError(f"TrainConfig.object_loss_weight={self.object_loss_weight} and action_loss_weight="
+                             f"{self.action_loss_weight} must be >= 0")
+        if self.action_loss_weight == 0 and self.object_loss_weight == 0 and not self.use_wm_loss:
+            raise ValueError("TrainConfig: action_loss_weight=0, object_loss_weight=0 and no JEPA loss leave "
+                             "nothing to train")
         if self.warmup_steps < 0 or self.min_lr < 0 or self.grad_clip < 0:
             raise ValueError(f"TrainConfig warmup_steps={self.warmup_steps}, min_lr={self.min_lr}, "
                              f"grad_clip={self.grad_clip} must be >= 0")

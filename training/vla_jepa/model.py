@@ -140,7 +140,7 @@ class VLAJEPA(nn.Module):
 
     # ------------------------------------------------------------------------------------------ losses
 
-    def robot_losses(self, batch: dict, use_wm: bool = True) -> dict[str, torch.Tensor]:
+    def robot_losses(self, batch: dict, use_wm: bool = True, use_actions: bool = True) -> dict[str, torch.Tensor]:
         """-> {"action_loss", "wm_loss", "object_loss"} (unweighted; the trainer applies the weights).
 
         object_loss (auxiliary, optional): MSE between the object head's prediction from the mean embodied token
@@ -149,10 +149,12 @@ class VLAJEPA(nn.Module):
         """
         latent, embodied = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"])
         state = batch.get("state") if self.cfg.state_dim > 0 else None
-        noise = t = None
-        if "sample_seed" in batch:
-            noise, t = self.action_model.draw_noise_and_time(batch["sample_seed"].tolist(), embodied.device)
-        out = {"action_loss": self.action_model.loss(embodied, batch["actions"], state, noise, t)}
+        out = {}
+        if use_actions:
+            noise = t = None
+            if "sample_seed" in batch:
+                noise, t = self.action_model.draw_noise_and_time(batch["sample_seed"].tolist(), embodied.device)
+            out["action_loss"] = self.action_model.loss(embodied, batch["actions"], state, noise, t)
         if self.object_head is not None and "objects" in batch:
             pred = self.object_head(embodied.mean(dim=1))  # (B, 3 * num_aux_objects), normalised units
             out["object_loss"] = F.mse_loss(pred.float(), batch["objects"].flatten(1).float())
@@ -165,9 +167,10 @@ class VLAJEPA(nn.Module):
                                         video_prompt=True)
         return {"wm_loss": self.wm_loss(latent, batch["video"])}
 
-    def forward(self, batch: dict, kind: str = "robot", use_wm: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict, kind: str = "robot", use_wm: bool = True,
+                use_actions: bool = True) -> dict[str, torch.Tensor]:
         """Training entry point (what DDP/FSDP wrappers call): robot or human-video losses."""
-        return self.robot_losses(batch, use_wm) if kind == "robot" else self.video_losses(batch)
+        return self.robot_losses(batch, use_wm, use_actions) if kind == "robot" else self.video_losses(batch)
 
     # ------------------------------------------------------------------------------------------ inference
 

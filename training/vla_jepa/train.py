@@ -149,13 +149,11 @@ def train_step(model: torch.nn.Module, micro_batches: list[dict], kind: str, tcf
         last = i == len(micro_batches) - 1
         sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
         with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
-            losses = model(mb, kind, tcfg.use_wm_loss)
+            losses = model(mb, kind, tcfg.use_wm_loss, tcfg.action_loss_weight > 0)
             if kind == "robot":
-                loss = losses["action_loss"]
-                if "wm_loss" in losses:
-                    loss = loss + tcfg.wm_weight_robot * losses["wm_loss"]
-                if "object_loss" in losses:
-                    loss = loss + tcfg.object_loss_weight * losses["object_loss"]
+                weights = {"action_loss": tcfg.action_loss_weight, "wm_loss": tcfg.wm_weight_robot,
+                           "object_loss": tcfg.object_loss_weight}
+                loss = sum(weights[k] * v for k, v in losses.items())
             else:
                 loss = tcfg.wm_weight_video * losses["wm_loss"]
             (loss * weight).backward()
@@ -276,8 +274,12 @@ def train(args: TrainArgs) -> dict:
         cfg = model.cfg
         stats = _stats_for(source, args)
         summary = state_stats(stats)
-        if args.normalize_state and cfg.state_dim and not args.init_from and summary:
-            model.action_model.set_state_normalization(summary["mean"], summary["std"])
+        head = model.action_model
+        never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
+        # a fine-tune keeps the statistics its model learnt with; a model that never had any (new, or pretrained
+        # without actions) takes this dataset's
+        if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
+            head.set_state_normalization(summary["mean"], summary["std"])
     if tcfg.object_loss_weight > 0 and model.object_head is None:
         raise ValueError("--train.object-loss-weight > 0 but the model has no object head (it was made without one)")
     model.to(device).train()
@@ -290,7 +292,8 @@ def train(args: TrainArgs) -> dict:
         wrapped = fully_shard(model)
     elif world > 1:
         # unused parameters: the action head on video steps, the predictor without the JEPA loss
-        unused = tcfg.stage == 1 or not tcfg.use_wm_loss
+        unused = (tcfg.stage == 1 or not tcfg.use_wm_loss or tcfg.action_loss_weight == 0
+                  or (model.object_head is not None and tcfg.object_loss_weight == 0))
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
     robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames,
                             image_shift_px=args.image_shift_px)
