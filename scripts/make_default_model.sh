@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Rebuild the default model bundle (models/tiny_sim) from nothing: the data flywheel in simulation.
+# The data flywheel in simulation, from nothing to two evaluated bundles (the recipe for models/tiny_sim; see its
+# README for which version of this script made the shipped bundle and what each round measured).
 #   1. scripted-expert demonstrations through the full sim graph, recorded as MCAP episode bags
 #   2. bags -> training dataset (128 px, the tiny preset's image size; with the recorded object positions)
-#   3. train `tiny` with the JEPA world-model alignment loss, and the same run without it (ablation), side by side
-#      with one thread each (the right split on a 2-core machine; set THREADS for a bigger one); both with the
+#   2b. render LAYOUTS random layouts (arm posed as in the recordings) and pretrain the backbone + object head on
+#      them to localise the objects (no actions; a few hundred demonstrations alone teach it to memorise layouts)
+#   3. from that checkpoint, train `tiny` with the JEPA world-model alignment loss, and the same run without it
+#      (ablation), side by side with one thread each (the right split on a 2-core machine; set THREADS for a bigger one); both with the
 #      auxiliary object-position loss (simulation ground truth, training only) and the state normalised in-graph
 #   4. export both to bundles (ONNX, parity-checked); offline-eval both on held-out demonstrations (seconds), then
 #      evaluate both in the sim graph on held-out layouts
-# Every seed is fixed; knobs via the environment: EPISODES, SEEDS, STEPS, SHIFT_PX, OBJ_WEIGHT, EVAL_EPISODES,
-# THREADS, OUT.
+# Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
+# EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin
 OUT=${OUT:-runs/flywheel}
 EPISODES=${EPISODES:-20}         # demonstrations per task family and collection batch
 SEEDS=${SEEDS:-0 100 200 300 400 600 700 800}  # a collection batch per seed (layouts seed .. seed+EPISODES-1)
-STEPS=${STEPS:-4000}             # optimizer steps
+LAYOUTS=${LAYOUTS:-4000}         # rendered layouts for the localisation pretraining (2 arm poses each)
+PRE_STEPS=${PRE_STEPS:-2000}     # pretraining steps (batch 32, object loss only)
+STEPS=${STEPS:-3500}             # optimizer steps on the demonstrations (batch 16)
 SHIFT_PX=${SHIFT_PX:-2}          # random-shift image augmentation (+-px at 128 px)
 OBJ_WEIGHT=${OBJ_WEIGHT:-1.0}    # auxiliary object-position loss weight (0 = off)
 EVAL_EPISODES=${EVAL_EPISODES:-10}  # per task family
@@ -34,11 +39,18 @@ for seed in $SEEDS; do
 done
 t1=$(stamp)
 $V/vla-jepa bags-to-dataset "${bags[@]}" "$OUT/dataset" --image-size-px 128 --overwrite
+[ -f "$OUT/layouts/meta.json" ] || $V/vla-jepa render-layouts "$OUT/layouts" --layouts "$LAYOUTS" --seed 100000 \
+    --arm-poses-from "${bags[@]:0:2}"
+pre=$(printf "$OUT/pretrain/step_%06d" "$PRE_STEPS")
+[ -d "$pre" ] || $V/vla-jepa-train --preset tiny --data "$OUT/layouts" --out-dir "$OUT/pretrain" \
+    --threads $((THREADS * 2)) --train.total-steps "$PRE_STEPS" --train.batch-size 32 --train.seed 0 \
+    --image-shift-px "$SHIFT_PX" --train.action-loss-weight 0 --train.no-use-wm-loss --train.object-loss-weight 1 \
+    "${LRS[@]}" > "$OUT/pretrain.log" 2>&1
 t2=$(stamp)
 for variant in jepa no_wm; do
   extra=(); [ "$variant" = no_wm ] && extra=(--train.no-use-wm-loss)
   [ -d "$OUT/train_$variant/$step" ] || $V/vla-jepa-train --preset tiny --data "$OUT/dataset" \
-      --out-dir "$OUT/train_$variant" --threads "$THREADS" --train.total-steps "$STEPS" --train.batch-size 16 \
+      --init-from "$pre" --out-dir "$OUT/train_$variant" --threads "$THREADS" --train.total-steps "$STEPS" --train.batch-size 16 \
       --train.seed 0 --image-shift-px "$SHIFT_PX" --train.object-loss-weight "$OBJ_WEIGHT" "${LRS[@]}" "${extra[@]}" \
       > "$OUT/train_$variant.log" 2>&1 &
 done
@@ -56,5 +68,5 @@ done
 $V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_jepa"
 $V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
 t5=$(stamp)
-echo "stage times (s): collect $((t1 - t0)), convert $((t2 - t1)), train x2 $((t3 - t2)), export x2 $((t4 - t3)), eval x2 $((t5 - t4))"
+echo "stage times (s): collect $((t1 - t0)), convert + layouts + pretrain $((t2 - t1)), train x2 $((t3 - t2)), export x2 $((t4 - t3)), eval x2 $((t5 - t4))"
 echo "ship it: $V/vla-jepa export $OUT/train_jepa/$step models/tiny_sim --model-id tiny-sim-jepa --no-torch-weights --overwrite"
