@@ -43,11 +43,12 @@ class Replay:
 def test_chunk_errors_are_zero_for_the_truth_and_the_scale_for_no_motion():
     rec = np.zeros((H, 7), np.float32)
     rec[:, 0], rec[:, 5], rec[:, 6] = 0.01, 0.1, 1.0
-    assert chunk_errors(rec, rec) == {"xyz_mm": 0.0, "zero_xyz_mm": pytest.approx(10.0), "yaw_deg": 0.0,
-                                      "gripper_pct": 100.0}
+    assert chunk_errors(rec, rec) == {"xyz_mm": 0.0, "zero_xyz_mm": pytest.approx(10.0),
+                                      "moved_xyz_mm": pytest.approx(10.0), "yaw_deg": 0.0, "gripper_pct": 100.0}
     still = np.zeros_like(rec)
     e = chunk_errors(still, rec)
     assert e["xyz_mm"] == pytest.approx(10.0) and e["yaw_deg"] == pytest.approx(np.degrees(0.1))
+    assert e["moved_xyz_mm"] == 0.0  # the model under-shoots completely
     assert e["gripper_pct"] == 0.0
     with pytest.raises(ValueError, match=r"\(6, 7\)"):
         chunk_errors(rec[:6], rec)
@@ -63,6 +64,7 @@ def test_oracle_scores_zero_and_never_move_scores_ratio_one():
     assert perfect["all"].xyz_mm == 0.0 and perfect["all"].ratio_to_zero == 0.0
     assert perfect["all"].gripper_pct == 100.0
     assert still["all"].ratio_to_zero == pytest.approx(1.0) and still["all"].gripper_pct == 100.0
+    assert perfect["all"].moved_xyz_mm == pytest.approx(perfect["all"].zero_xyz_mm) and still["all"].moved_xyz_mm == 0
 
 
 def test_command_end_to_end_on_a_tiny_bundle(tmp_path, capsys):

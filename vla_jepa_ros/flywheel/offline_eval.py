@@ -12,6 +12,8 @@ Rows split the samples by phase: "reach" = before the first recorded gripper clo
 
     xyz_mm        mean |error| of the translation per step (mm)
     zero_xyz_mm   the same for a policy that never moves: the scale against which xyz_mm is small or not
+                  (= how far the demonstration moves per step)
+    moved_xyz_mm  how far the model's chunk moves per step: well below zero_xyz_mm = it under-shoots (hesitates)
     yaw_deg       mean |error| of the yaw step (degrees)
     gripper_%     chunk steps whose open/closed command matches
 """
@@ -33,6 +35,7 @@ class PhaseErrors:
     samples: int = 0
     xyz_mm: float = 0.0
     zero_xyz_mm: float = 0.0
+    moved_xyz_mm: float = 0.0
     yaw_deg: float = 0.0
     gripper_pct: float = 0.0
 
@@ -47,6 +50,7 @@ def chunk_errors(predicted: np.ndarray, recorded: np.ndarray, gripper_threshold:
         raise ValueError(f"predicted chunk {predicted.shape} and recorded chunk {recorded.shape} differ")
     return {"xyz_mm": float(np.linalg.norm(predicted[:, :3] - recorded[:, :3], axis=1).mean() * 1e3),
             "zero_xyz_mm": float(np.linalg.norm(recorded[:, :3], axis=1).mean() * 1e3),
+            "moved_xyz_mm": float(np.linalg.norm(predicted[:, :3], axis=1).mean() * 1e3),
             "yaw_deg": float(np.degrees(np.abs(predicted[:, 5] - recorded[:, 5])).mean()),
             "gripper_pct": float(((predicted[:, 6] >= gripper_threshold) == (recorded[:, 6] >= gripper_threshold)).mean()
                                  * 100)}
@@ -61,7 +65,7 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
     if stride < 1:
         raise ValueError(f"stride={stride} must be >= 1")
     rng = np.random.default_rng(seed)
-    sums = {p: dict.fromkeys(("xyz_mm", "zero_xyz_mm", "yaw_deg", "gripper_pct"), 0.0) for p in PHASES}
+    sums = {p: dict.fromkeys(("xyz_mm", "zero_xyz_mm", "moved_xyz_mm", "yaw_deg", "gripper_pct"), 0.0) for p in PHASES}
     counts = dict.fromkeys(PHASES, 0)
     from tqdm import tqdm
 
@@ -85,11 +89,11 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
 
 
 def format_table(report: dict[str, PhaseErrors]) -> str:
-    rows = [f"{'phase':<12} {'samples':>7} {'xyz mm/step':>11} {'never-move':>10} {'ratio':>6} {'yaw deg':>7} "
-            f"{'gripper %':>9}"]
+    rows = [f"{'phase':<12} {'samples':>7} {'xyz mm/step':>11} {'never-move':>10} {'ratio':>6} {'moves mm':>8} "
+            f"{'yaw deg':>7} {'gripper %':>9}"]
     for phase, e in report.items():
         rows.append(f"{phase:<12} {e.samples:>7} {e.xyz_mm:>11.2f} {e.zero_xyz_mm:>10.2f} {e.ratio_to_zero:>6.2f} "
-                    f"{e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f}")
+                    f"{e.moved_xyz_mm:>8.2f} {e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f}")
     return "\n".join(rows)
 
 
