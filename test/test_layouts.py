@@ -13,21 +13,25 @@ def test_layouts_dataset_has_the_drawn_positions_and_distinct_images(tmp_path):
     from vla_jepa.data import NativeEpisodeSource
 
     world = SimWorldConfig(robot_host="127.0.0.58")
-    reach = ArmPose((0.0, 0.4, 0.0, -1.9, 0.0, 2.3, 0.785), 0.02)  # the hand further out and lower than home
-    render_layouts(tmp_path / "lay", num_layouts=3, seed=77, arm_poses=[HOME_POSE, reach], poses_per_layout=2,
-                   image_size_px=64, world=world, progress=False)
-    source = NativeEpisodeSource(tmp_path / "lay")
-    assert len(source) == 3 and source.meta["objects"]["names"] == ["blue_cube", "bowl", "green_cube", "red_cube"]
+    reach = ArmPose((0.0, 0.4, 0.0, -1.9, 0.0, 2.3, 0.785), HOME_POSE.gripper_width_m)  # hand out, lower
+    for name, pose in (("home", HOME_POSE), ("reach", reach)):
+        render_layouts(tmp_path / name, num_layouts=3, seed=77, arm_poses=[pose], poses_per_layout=2,
+                       image_size_px=64, world=world, progress=False)
+    home, reached = NativeEpisodeSource(tmp_path / "home"), NativeEpisodeSource(tmp_path / "reach")
+    assert len(home) == 3 and home.meta["objects"]["names"] == ["blue_cube", "bowl", "green_cube", "red_cube"]
     firsts = []
     for k in range(3):
-        ep = source.load(k)
+        ep = home.load(k)
         assert ep.frames.shape == (2, 2, 64, 64, 3) and not ep.actions.any()
         placements = random_layout(world, 77 + k).placements
         for i, name in enumerate(ep.object_names):
             assert ep.objects[0, i, :2] == pytest.approx(placements[name][:2], abs=1e-6)
         assert parse_instruction(ep.instruction) is not None
+        assert np.array_equal(ep.frames[0], ep.frames[1])  # one pose, one layout: the same picture
         firsts.append(ep.frames[0, 0].astype(int))
-    # another layout is another image (the objects moved)
+        # the same layout with the arm elsewhere: another picture (the pose is applied)
+        assert np.abs(reached.load(k).frames[0, 0].astype(int) - firsts[-1]).mean() > 0.5
+    # the arm fixed, another layout is another image (the objects moved)
     assert np.abs(firsts[0] - firsts[1]).mean() > 0.5 and np.abs(firsts[1] - firsts[2]).mean() > 0.5
 
 

@@ -75,7 +75,7 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], strict: bool = 
                 raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(target.shape)}")
             target.copy_(tensor.to(target.dtype))
             report.loaded += 1
-    report.missing = [k for k in own if k not in state]
+    report.missing = [k for k in own if k not in state and not re.fullmatch(OPTIONAL_BUFFERS, k)]
     if strict and (report.missing or report.unexpected):
         raise KeyError(str(report))
     return report
@@ -185,7 +185,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_w
     state = load_file(str(path / WEIGHTS))
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, state, ignore_unexpected=ignore)
-    report.missing = [k for k in report.missing if not re.fullmatch(OPTIONAL_BUFFERS, k)]
     if report.missing or report.unexpected:
         raise KeyError(f"{path / WEIGHTS}: {report}")
     stats = json.loads((path / STATS).read_text())
@@ -278,7 +277,6 @@ def load_public_checkpoint(pt_path: str | Path, tokenizer_json: str | Path | Non
     model = make_model(cfg, tokenizer, with_world_model=with_world_model)
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, mapped, ignore_unexpected=ignore)
-    report.missing = [k for k in report.missing if not re.fullmatch(OPTIONAL_BUFFERS, k)]
     report.unexpected = sorted(set(report.unexpected) | set(unmapped))
     report.ignored = ignored  # type: ignore[attr-defined]
     return model, cfg, stats, tokenizer, report

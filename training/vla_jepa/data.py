@@ -131,6 +131,11 @@ def object_summary(names: tuple[str, ...], positions: list[np.ndarray]) -> dict:
             "std_m": flat.std(0).reshape(-1, 3).tolist()}
 
 
+def source_objects(source) -> dict | None:
+    """The {"names", "mean_m", "std_m"} of the object positions a source carries (native or in-memory), or None."""
+    return (getattr(source, "meta", None) or {}).get("objects")
+
+
 class NativeEpisodeSource:
     """Reads the native format written by `write_episode_dataset`."""
 
@@ -446,7 +451,7 @@ class RobotDataset(torch.utils.data.Dataset):
         self.cache_episodes = cache_episodes
         self.object_norm = None  # (mean, std) (N, 3) for the auxiliary object loss
         if cfg.num_aux_objects:
-            info = getattr(source, "meta", {}).get("objects")
+            info = source_objects(source)
             if not info:
                 raise DataError("the auxiliary object loss needs a dataset with object positions (bags recorded "
                                 "with /sim/object_poses, converted by vla-jepa bags-to-dataset)")

@@ -27,7 +27,7 @@ from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_
                          load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
-                   VideoFolderSource, collate, synthetic_episodes)
+                   VideoFolderSource, collate, source_objects, synthetic_episodes)
 from .model import VLAJEPA, make_model
 from .normalize import compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
@@ -261,7 +261,7 @@ def train(args: TrainArgs) -> dict:
         cfg = replace(cfg, max_prompt_len=args.max_prompt_len)
     source = _robot_source(args, cfg)
     if tcfg.object_loss_weight > 0 and not (args.resume or args.init_from):
-        objects = getattr(source, "meta", {}).get("objects")
+        objects = source_objects(source)
         if not objects:
             raise ValueError("--train.object-loss-weight > 0 needs a dataset with object positions (--data from "
                              "vla-jepa bags-to-dataset of bags that recorded /sim/object_poses)")

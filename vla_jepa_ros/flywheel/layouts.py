@@ -20,9 +20,9 @@ import numpy as np
 
 from ..core.images import resize_rgb
 from ..robot.controller import FR3_HOME_Q_RAD
+from ..sim.tasks import FAMILIES, TaskSpec
 from ..sim.world import BOWL_NAME, SimWorldConfig, random_layout
 
-FAMILY_TEMPLATES = ("pick up the {} cube", "put the {} cube in the bowl")
 FINGER_JOINTS = ("robot0_finger_joint1", "robot0_finger_joint2")
 ARM_JOINTS = tuple(f"robot0_fr3_joint{i}" for i in range(1, 8))
 
@@ -99,10 +99,10 @@ def render_layouts(out_dir: str | Path, num_layouts: int, seed: int, arm_poses: 
                 views = [w.render(cam, snap)[0] for cam in world.cameras]
                 frames.append([resize_rgb(v, image_size_px) if image_size_px else v for v in views])
             t = len(frames)
-            colour = colours[int(rng.integers(len(colours)))]
-            template = FAMILY_TEMPLATES[int(rng.integers(len(FAMILY_TEMPLATES)))]
+            colour = colours[int(rng.integers(len(colours)))]  # colour, then family: the draws the data was made with
+            spec = TaskSpec(FAMILIES[int(rng.integers(len(FAMILIES)))], colour)
             yield Episode(frames=np.asarray(frames, np.uint8), states=np.zeros((t, 8), np.float32),
-                          actions=np.zeros((t, 7), np.float32), instruction=template.format(colour),
+                          actions=np.zeros((t, 7), np.float32), instruction=spec.instruction,
                           objects=np.repeat(np.asarray([positions[n] for n in names], np.float32)[None], t, 0),
                           object_names=names)
 
