@@ -122,6 +122,30 @@ def test_recorded_object_poses_become_per_step_positions_never_from_the_future(t
     assert plain.load(0).objects is None and "objects" not in plain.meta
 
 
+def test_relabel_expert_gives_each_step_the_experts_action_from_that_steps_state_and_poses(tmp_path):
+    """DAgger: with relabel_expert the targets are what the scripted expert plans from the state and object poses
+    recorded at or before each step (not the executed chunks); failed episodes are kept; a bag without
+    /sim/object_poses is reported, not guessed."""
+    from vla_jepa.data import NativeEpisodeSource
+    from vla_jepa_ros.core.types import Observation
+    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+
+    write_bag(tmp_path / "bags" / "task-0001", outcome="FAILED", object_poses=True)
+    write_bag(tmp_path / "bags" / "task-0002", outcome="FAILED")  # no poses
+    reports = bags_to_dataset([tmp_path / "bags"], tmp_path / "ds",
+                              ConvertConfig(min_steps=2, lerobot=False, relabel_expert=True), progress=False)
+    assert [r.kept for r in reports] == [True, False] and "/sim/object_poses" in reports[1].reason
+    ep = NativeEpisodeSource(tmp_path / "ds").load(0)
+    expert = ScriptedExpertPolicy()
+    identity = np.array([0.0, 0.0, 0.0, 1.0])
+    for k in range(len(ep.actions)):
+        poses = {name: (ep.objects[k, i].astype(float), identity) for i, name in enumerate(ep.object_names)}
+        planned, _ = expert.plan(Observation({}, {}, ep.states[k], "pick up the red cube", extras={"object_poses": poses}))
+        np.testing.assert_allclose(ep.actions[k], planned[0], atol=1e-6)
+    assert np.abs(ep.actions[:, 0]).max() <= 0.02 + 1e-6  # the expert's steps, not the chunks' encoded 10..37
+    assert np.linalg.norm(ep.actions[:, :3], axis=1).min() > 0.01  # and it moves: the cube is far from the TCP
+
+
 def test_failed_and_corrupt_bags_are_reported_and_skipped(tmp_path):
     bags = tmp_path / "bags"
     write_bag(bags / "task-0001")

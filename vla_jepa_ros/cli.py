@@ -279,6 +279,10 @@ def _bags_to_dataset(argv: list[str]) -> int:
     p.add_argument("--cameras", nargs="+", default=["front", "wrist"], help="camera names, in model view order")
     p.add_argument("--image-size-px", type=int, default=0, help="resize frames to this square size (0 = keep)")
     p.add_argument("--keep-failed", action="store_true", help="also keep episodes whose task did not succeed")
+    p.add_argument("--relabel-expert", action="store_true",
+                   help="targets: what the scripted expert would do at each step, from the recorded state and "
+                        "/sim/object_poses (DAgger: record a learned policy with `vla-jepa eval --record`, relabel, "
+                        "train on it). Keeps failed episodes: their new labels show how to recover")
     p.add_argument("--min-steps", type=int, default=8, help="skip episodes shorter than this")
     p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -286,7 +290,7 @@ def _bags_to_dataset(argv: list[str]) -> int:
     from .dataset.convert import main_from_args
 
     return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
-                          a.overwrite)
+                          a.overwrite, a.relabel_expert)
 
 
 @command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")

@@ -1,7 +1,8 @@
 """`vla-jepa bags-to-dataset`: recorded episode bags -> the training package's dataset (+ LeRobot v3).
 
 For each episode bag: camera frames (raw or compressed), /franka/state and /vla/action_chunk are aligned on
-the policy's step grid (see align.py: inputs at or before each step, targets from the executed chunks), frames
+the policy's step grid (see align.py: inputs at or before each step, targets from the executed chunks, or with
+`relabel_expert` the scripted expert's action at each step, see relabel.py), frames
 are resized to `image_size_px`, and the episode is written with `vla_jepa.data.write_episode_dataset` (which
 also computes the normalisation statistics). Bags that cannot be read are reported by name and skipped.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from ..core.images import ImageError, decode_compressed, raw_to_rgb, resize_rgb
 from ..core.types import DELTA_EE_DIM_NAMES, STATE_DIM_NAMES, robot_state_vector
 from .align import ChunkRecord, Stream, align_episode
+from .relabel import expert_actions
 
 STATE_TOPIC = "/franka/state"
 CHUNK_TOPIC = "/vla/action_chunk"
@@ -31,6 +33,7 @@ class ConvertConfig:
     keep_failed: bool = False       # keep episodes whose task did not succeed
     min_steps: int = 8              # shorter episodes are skipped (too little to learn from)
     lerobot: bool = True            # also write <out>/lerobot_v3
+    relabel_expert: bool = False    # targets: the scripted expert's action at each step (DAgger), not the executed one
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -92,7 +95,7 @@ def read_episode(bag: Path, config: ConvertConfig):
     frames: dict[str, tuple[list, list]] = {c: ([], []) for c in config.cameras}
     states: tuple[list, list] = ([], [])
     chunks: list[ChunkRecord] = []
-    objects: tuple[list, list] = ([], [])  # stamps, {name: (x, y, z)}
+    objects: tuple[list, list] = ([], [])  # stamps, {name: (position (3,), quaternion xyzw (4,))}
     by_topic = {topic: (cam, kind) for cam, (topic, kind) in cams.items()}
     extra = [OBJECTS_TOPIC] if OBJECTS_TOPIC in topics else []
     for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC, *extra]):
@@ -113,7 +116,9 @@ def read_episode(bag: Path, config: ConvertConfig):
                                                 msg.gripper_open_commanded))
         elif topic == OBJECTS_TOPIC:
             objects[0].append(_stamp_s(msg.header))
-            objects[1].append({n: (p.position.x, p.position.y, p.position.z) for n, p in zip(msg.names, msg.poses)})
+            objects[1].append({n: (np.array([p.position.x, p.position.y, p.position.z]),
+                                   np.array([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]))
+                               for n, p in zip(msg.names, msg.poses)})
         else:
             actions = np.asarray(msg.data, np.float32)
             if actions.size != msg.horizon * msg.action_dim or list(msg.dim_names) != list(DELTA_EE_DIM_NAMES):
@@ -130,26 +135,33 @@ def read_episode(bag: Path, config: ConvertConfig):
     end_s = min(last_chunk_end_s, (meta.get("end_time_ns") or 0) * 1e-9 or last_chunk_end_s)
     aligned = align_episode(cam_streams, state_stream, chunks, period_s, end_s=end_s)
     views = [np.stack([cam_streams[c].values[i] for i in aligned.frame_indices[c]]) for c in config.cameras]
-    names, positions = _object_positions(Stream.sorted(*objects), aligned.times_s) if objects[0] else ((), None)
-    episode = Episode(frames=np.stack(views, axis=1),  # (T, V, H, W, 3)
-                      states=np.asarray(state_stream.values)[aligned.state_indices].astype(np.float32),
-                      actions=aligned.actions, instruction=meta.get("instruction", ""),
-                      objects=positions, object_names=names)
-    if not episode.instruction:
+    pose_stream = Stream.sorted(*objects) if objects[0] else None
+    pose_indices = np.maximum(pose_stream.latest_index_at(aligned.times_s), 0) if pose_stream else None
+    names, positions = _object_positions(pose_stream, pose_indices) if pose_stream else ((), None)
+    states = np.asarray(state_stream.values)[aligned.state_indices].astype(np.float32)
+    instruction = meta.get("instruction", "")
+    if not instruction:
         raise ValueError("the episode has no instruction in its metadata")
+    actions = aligned.actions
+    if config.relabel_expert:
+        if pose_stream is None:
+            raise ValueError(f"relabelling with the expert needs {OBJECTS_TOPIC} in the bag")
+        actions = expert_actions(states, [pose_stream.values[i] for i in pose_indices], instruction)
+    episode = Episode(frames=np.stack(views, axis=1),  # (T, V, H, W, 3)
+                      states=states, actions=actions, instruction=instruction, objects=positions, object_names=names)
     return episode, meta.get("outcome", ""), period_s
 
 
-def _object_positions(poses: Stream, times_s: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
-    """Object pose messages -> (names sorted, positions (T, N, 3)) at each step: the latest at or before it (the
-    first message for steps before it). A name missing from some message makes the episode unusable."""
+def _object_positions(poses: Stream, indices: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """Object pose messages, the message index of each step (the latest at or before it; the first message for
+    steps before it) -> (names sorted, positions (T, N, 3)). A name missing from some message makes the episode
+    unusable."""
     names = tuple(sorted(poses.values[0]))
-    idx = np.maximum(poses.latest_index_at(times_s), 0)
     try:
-        table = np.asarray([[msg[n] for n in names] for msg in poses.values], np.float32)  # (M, N, 3)
+        table = np.asarray([[msg[n][0] for n in names] for msg in poses.values], np.float32)  # (M, N, 3)
     except KeyError as exc:
         raise ValueError(f"{OBJECTS_TOPIC}: object {exc} missing from some messages") from None
-    return names, table[idx]
+    return names, table[indices]
 
 
 def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: ConvertConfig = ConvertConfig(),
@@ -175,7 +187,7 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
             report.reason = f"unreadable: {exc}"
             continue
         report.steps = len(episode.actions)
-        if report.outcome != SUCCEEDED and not config.keep_failed:
+        if report.outcome != SUCCEEDED and not (config.keep_failed or config.relabel_expert):
             report.reason = f"outcome {report.outcome or 'unknown'} (use --keep-failed to keep it)"
         elif report.steps < config.min_steps:
             report.reason = f"{report.steps} steps < min_steps {config.min_steps}"
@@ -213,9 +225,9 @@ def print_reports(reports: list[EpisodeReport], seconds: float) -> None:
 
 
 def main_from_args(bags: list[str], out: str, cameras: list[str], image_size_px: int, keep_failed: bool,
-                   min_steps: int, lerobot: bool, overwrite: bool) -> int:
+                   min_steps: int, lerobot: bool, overwrite: bool, relabel_expert: bool = False) -> int:
     t0 = time.monotonic()
     reports = bags_to_dataset(bags, out, ConvertConfig(tuple(cameras), image_size_px, keep_failed, min_steps,
-                                                       lerobot), overwrite=overwrite)
+                                                       lerobot, relabel_expert), overwrite=overwrite)
     print_reports(reports, time.monotonic() - t0)
     return 0
