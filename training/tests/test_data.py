@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vj_helpers import write_mp4, write_video_folder
-from vla_jepa.data import (DataError, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
+from vla_jepa.data import (ConcatEpisodeSource, DataError, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
                            VideoFolderSource, synthetic_episodes, write_episode_dataset)
 from vla_jepa.normalize import load_stats, normalize_actions, unnormalize_actions
 
@@ -33,6 +33,27 @@ def test_native_roundtrip_and_sample_contract(tmp_path, tiny_model):
     assert s["actions"].shape == (cfg.horizon, cfg.action_dim)
     assert torch.equal(s["actions"][0], s["actions"][-1])
     assert s["state"].shape == (cfg.state_dim,)
+
+
+def test_several_native_datasets_read_as_one_with_pooled_object_statistics(tmp_path):
+    """--data A B: episodes of A then B; the object positions' mean/std equal those of all steps together; a
+    dataset with other cameras is refused by name."""
+    a_eps, b_eps = _episodes(2, length=10), synthetic_episodes(3, length=6, image_size=64, seed=7)
+    a = NativeEpisodeSource(write_episode_dataset(tmp_path / "a", a_eps, cameras=["front", "wrist"], fps=10))
+    b = NativeEpisodeSource(write_episode_dataset(tmp_path / "b", b_eps, cameras=["front", "wrist"], fps=10))
+    both = ConcatEpisodeSource([a, b])
+    assert len(both) == 5 and [both.episode_length(i) for i in range(5)] == [10, 10, 6, 6, 6]
+    assert np.array_equal(both.load(3).frames, b_eps[1].frames) and both.load(0).instruction == a_eps[0].instruction
+    actions, states = both.actions_states(4)
+    assert np.array_equal(actions, b_eps[2].actions) and np.array_equal(states, b_eps[2].states)
+    steps = np.concatenate([e.objects.reshape(len(e.objects), -1) for e in a_eps + b_eps]).astype(np.float64)
+    info = both.meta["objects"]
+    assert info["names"] == ["square"]
+    np.testing.assert_allclose(np.ravel(info["mean_m"]), steps.mean(0), atol=1e-6)
+    np.testing.assert_allclose(np.ravel(info["std_m"]), steps.std(0), atol=1e-6)
+    c = NativeEpisodeSource(write_episode_dataset(tmp_path / "c", _episodes(1, views=1), cameras=["front"], fps=10))
+    with pytest.raises(DataError, match="cameras"):
+        ConcatEpisodeSource([a, c])
 
 
 def test_single_camera_is_duplicated(tmp_path, tiny_model):

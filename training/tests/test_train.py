@@ -192,3 +192,28 @@ def test_object_only_pretraining_leaves_the_action_head_alone(tmp_path):
 def test_nothing_to_train_is_refused():
     with pytest.raises(ValueError, match="nothing to train"):
         TrainConfig(action_loss_weight=0.0, use_wm_loss=False)
+
+
+def test_training_on_two_datasets_uses_the_statistics_of_both(tmp_path):
+    """--data A B trains on every episode of both, normalised with statistics over all of them (not A's file)."""
+    import numpy as np
+    from vla_jepa.checkpoint import STATS
+    from vla_jepa.data import synthetic_episodes, write_episode_dataset
+    from vla_jepa.normalize import compute_stats
+
+    a_eps = synthetic_episodes(2, length=8, image_size=64, seed=1)
+    b_eps = synthetic_episodes(2, length=8, image_size=64, seed=2)
+    for ep in b_eps:
+        ep.actions[:, :3] *= 3.0  # another scale: A's statistics alone would be wrong
+    a = write_episode_dataset(tmp_path / "a", a_eps, cameras=["front", "wrist"], fps=10)
+    b = write_episode_dataset(tmp_path / "b", b_eps, cameras=["front", "wrist"], fps=10)
+    args = _args(tmp_path, "two", total_steps=2, batch_size=4, use_wm_loss=False)
+    args.synthetic_episodes, args.data = 0, (str(a), str(b))
+    out = train(args)
+    saved = json.loads((out["checkpoint"] / STATS).read_text())
+    expected = compute_stats(np.concatenate([e.actions for e in a_eps + b_eps]),
+                             np.concatenate([e.states for e in a_eps + b_eps]), 4)
+    saved_franka = next(iter(saved.values()))
+    expected_franka = next(iter(expected.values()))
+    for key in ("mean", "std", "q01", "q99"):
+        np.testing.assert_allclose(saved_franka["action"][key], expected_franka["action"][key], rtol=1e-5, atol=1e-7)

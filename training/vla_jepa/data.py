@@ -161,6 +161,11 @@ class NativeEpisodeSource:
     def episode_length(self, i: int) -> int:
         return int(self.meta["episodes"][i]["length"])
 
+    def actions_states(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(actions (T, A), states (T, S)) of episode i without decoding its frames (for statistics)."""
+        with np.load(self.root / self.meta["episodes"][i]["file"]) as z:
+            return z["actions"], z["state"]
+
     def load(self, i: int) -> Episode:
         info = self.meta["episodes"][i]
         path = self.root / info["file"]
@@ -182,6 +187,50 @@ class NativeEpisodeSource:
             raise DataError(f"{path}: actions/state dims {ep.actions.shape[1]}/{ep.states.shape[1]} != meta "
                             f"{self.meta['action_dim']}/{self.meta['state_dim']}")
         return ep
+
+
+class ConcatEpisodeSource:
+    """Several native datasets as one, in order (e.g. demonstrations + relabelled rollouts of a learned policy).
+    They must share cameras, state and action dims; object positions are kept when all track the same objects
+    (mean/std pooled over every step)."""
+
+    def __init__(self, sources: list[NativeEpisodeSource]) -> None:
+        if not sources:
+            raise DataError("no datasets to concatenate")
+        first = sources[0]
+        for s in sources[1:]:
+            for key in ("cameras", "state_dim", "action_dim", "image_height", "image_width"):
+                if s.meta.get(key) != first.meta.get(key):
+                    raise DataError(f"{s.root}: {key} {s.meta.get(key)} differs from {first.root}'s {first.meta.get(key)}")
+        self.sources = list(sources)
+        self.cameras = first.cameras
+        self._where = [(s, i) for s in self.sources for i in range(len(s))]
+        self.meta = {"cameras": first.cameras}
+        infos = [source_objects(s) for s in self.sources]
+        if all(infos) and all(info["names"] == infos[0]["names"] for info in infos):
+            steps = np.array([sum(s.episode_length(i) for i in range(len(s))) for s in self.sources], np.float64)
+            w = (steps / steps.sum())[:, None, None]
+            mean = np.array([info["mean_m"] for info in infos])  # (sources, N, 3)
+            std = np.array([info["std_m"] for info in infos])
+            pooled = (w * mean).sum(0)
+            var = (w * (std ** 2 + mean ** 2)).sum(0) - pooled ** 2
+            self.meta["objects"] = {"names": infos[0]["names"], "mean_m": pooled.tolist(),
+                                    "std_m": np.sqrt(np.maximum(var, 0.0)).tolist()}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def episode_length(self, i: int) -> int:
+        source, j = self._where[i]
+        return source.episode_length(j)
+
+    def actions_states(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        source, j = self._where[i]
+        return source.actions_states(j)
+
+    def load(self, i: int) -> Episode:
+        source, j = self._where[i]
+        return source.load(j)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
                          load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config, replace
-from .data import (InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset, VideoDataset,
-                   VideoFolderSource, collate, source_objects, synthetic_episodes)
+from .data import (ConcatEpisodeSource, InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset,
+                   VideoDataset, VideoFolderSource, collate, source_objects, synthetic_episodes)
 from .model import VLAJEPA, make_model
 from .normalize import compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
@@ -41,7 +41,7 @@ class TrainArgs:
     preset: str = "tiny"
     max_prompt_len: int = 0  # 0: the preset's; longer instructions need more (LIBERO with the tiny tokenizer: 320)
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: str | None = None  # native episode dataset folder (meta.json + episode_*.npz)
+    data: tuple[str, ...] = ()  # native episode dataset folder(s) (meta.json + episode_*.npz); several are concatenated
     lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
     lerobot_cameras: tuple[str, ...] = ()
     synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
@@ -59,6 +59,10 @@ class TrainArgs:
     device: str = "cpu"
     threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # TrainArgs(data="folder") from code
+            self.data = (self.data,)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -198,7 +202,8 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
 
 def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
     if args.data:
-        return NativeEpisodeSource(args.data)
+        sources = [NativeEpisodeSource(d) for d in args.data]
+        return sources[0] if len(sources) == 1 else ConcatEpisodeSource(sources)
     if args.lerobot:
         return LeRobotEpisodeSource(args.lerobot, list(args.lerobot_cameras) or None)
     if args.synthetic_episodes > 0:
@@ -209,13 +214,17 @@ def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
 
 
 def _stats_for(source, args: TrainArgs) -> dict:
-    if args.data and (Path(args.data) / "dataset_statistics.json").exists():
-        return load_stats(Path(args.data) / "dataset_statistics.json")
+    if len(args.data) == 1 and (Path(args.data[0]) / "dataset_statistics.json").exists():
+        return load_stats(Path(args.data[0]) / "dataset_statistics.json")
     actions, states = [], []
     for i in range(len(source)):
-        ep = source.load(i)
-        actions.append(ep.actions)
-        states.append(ep.states)
+        if hasattr(source, "actions_states"):  # native datasets: without decoding the frames
+            a, st = source.actions_states(i)
+        else:
+            ep = source.load(i)
+            a, st = ep.actions, ep.states
+        actions.append(a)
+        states.append(st)
     return compute_stats(np.concatenate(actions), np.concatenate(states), len(source))
 
 
