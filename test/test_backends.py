@@ -85,6 +85,19 @@ def test_noise_is_seeded_and_matters(bundle):
     assert not np.array_equal(inputs_a["noise"], inputs_c["noise"])
 
 
+def test_noise_scale_zero_gives_deterministic_chunks_and_bad_scales_are_refused(bundle):
+    """noise_scale 0: every chunk starts at the prior's mean, so two policies with different seeds agree exactly;
+    0.5 halves the seeded noise; a scale outside [0, 1] names the value."""
+    zero = [ModelPolicy(bundle, OnnxRuntimeBackend(bundle, ORT), seed=s, noise_scale=0.0) for s in (7, 8)]
+    assert np.array_equal(zero[0].infer(_obs()).actions, zero[1].infer(_obs()).actions)
+    assert not zero[0].make_inputs(_obs())["noise"].any()
+    half = ModelPolicy(bundle, OnnxRuntimeBackend(bundle, ORT), seed=7, noise_scale=0.5)
+    full = ModelPolicy(bundle, OnnxRuntimeBackend(bundle, ORT), seed=7)
+    np.testing.assert_allclose(half.make_inputs(_obs())["noise"], 0.5 * full.make_inputs(_obs())["noise"], rtol=1e-6)
+    with pytest.raises(ValueError, match="noise_scale=1.5"):
+        ModelPolicy(bundle, OnnxRuntimeBackend(bundle, ORT), noise_scale=1.5)
+
+
 class _NaNBackend:
     name = "nan-test"
 

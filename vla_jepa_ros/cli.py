@@ -349,6 +349,9 @@ def _render_layouts(argv: list[str]) -> int:
 def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
     p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="start noise of the flow-matching steps: 1 samples chunks as trained, 0 makes them "
+                        "deterministic (every chunk starts at the prior's mean)")
 
 
 @command("eval", "closed-loop success rate of a model bundle in franky-sim through the full ROS graph")
@@ -365,7 +368,7 @@ def _eval(argv: list[str]) -> int:
     from .flywheel.commands import evaluate
 
     return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s, a.robot_host)
+                    a.task_timeout_s, a.robot_host, a.noise_scale)
 
 
 @command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")
@@ -385,7 +388,7 @@ def _offline_eval(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .flywheel.offline_eval import run
 
-    return run(a.bundle, a.dataset, a.stride, a.max_episodes, a.backend, a.threads, a.json)
+    return run(a.bundle, a.dataset, a.stride, a.max_episodes, a.backend, a.threads, a.json, a.noise_scale)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,8 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
         for t in range(0, n, stride):
             obs = Observation(images={c: ep.frames[t, v] for v, c in enumerate(cameras)}, image_stamps_s={},
                               state=ep.states[t], instruction=ep.instruction)
-            noise = rng.standard_normal(policy.noise_shape).astype(np.float32)
+            scale = getattr(policy, "noise_scale", 1.0)
+            noise = (rng.standard_normal(policy.noise_shape) * scale).astype(np.float32)
             predicted = np.asarray(policy.infer(obs, noise=noise).actions)
             recorded = ep.actions[np.minimum(np.arange(t, t + len(predicted)), n - 1)]
             errors = chunk_errors(predicted, recorded)
@@ -98,22 +99,24 @@ def format_table(report: dict[str, PhaseErrors]) -> str:
 
 
 def run(bundle_path: str, dataset: str, stride: int, max_episodes: int, backend: str, threads: int,
-        out_json: str | None) -> int:
+        out_json: str | None, noise_scale: float = 1.0) -> int:
     from vla_jepa.data import NativeEpisodeSource
 
     from ..runtime.factory import BackendParams, make_model_policy
 
     source = NativeEpisodeSource(dataset)
     cameras = list(json.loads((Path(dataset) / "meta.json").read_text())["cameras"])
-    policy = make_model_policy(bundle_path, BackendParams(backend=backend, threads=threads))
+    policy = make_model_policy(bundle_path, BackendParams(backend=backend, threads=threads, noise_scale=noise_scale))
     missing = [c for c in policy.manifest.cameras if c not in cameras]
     if missing:
         raise SystemExit(f"dataset {dataset} has cameras {cameras}; bundle needs {list(policy.manifest.cameras)}")
     count = len(source) if max_episodes <= 0 else min(max_episodes, len(source))
     report = offline_eval(policy, (source.load(i) for i in range(count)), cameras, stride=stride, total=count)
-    print(f"{policy.model_id} on {dataset} ({count} episodes, every {stride}. step)\n" + format_table(report))
+    print(f"{policy.model_id} on {dataset} ({count} episodes, every {stride}. step, noise scale {noise_scale:g})\n"
+          + format_table(report))
     if out_json:
+        phases = {p: dataclasses.asdict(e) for p, e in report.items()}
         Path(out_json).write_text(json.dumps({"bundle": bundle_path, "dataset": dataset, "episodes": count,
-                                              "stride": stride, "phases": {p: dataclasses.asdict(e) for p, e in
-                                                                           report.items()}}, indent=2))
+                                              "stride": stride, "noise_scale": noise_scale, "phases": phases},
+                                             indent=2))
     return 0

@@ -18,10 +18,13 @@ class BackendParams:
     torch_cuda_graphs: bool = False
     tensorrt_precision: str = "bf16"
     seed: int = 0  # flow-matching noise generator
+    noise_scale: float = 1.0  # scale of the flow's start noise: 1 samples as trained, 0 starts at the prior's mean
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ValueError(f"noise_scale={self.noise_scale} must be in [0, 1]")
 
 
 def make_backend(bundle, params: BackendParams):
@@ -50,4 +53,4 @@ def make_model_policy(bundle_path: str, params: BackendParams, **expected):
         raise ValueError("policy=bundle needs the bundle_path parameter (a folder made by `vla-jepa export`)")
     bundle = load_bundle(bundle_path)
     check_compatible(bundle.manifest, **expected)
-    return ModelPolicy(bundle, make_backend(bundle, params), seed=params.seed)
+    return ModelPolicy(bundle, make_backend(bundle, params), seed=params.seed, noise_scale=params.noise_scale)

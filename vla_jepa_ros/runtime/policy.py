@@ -69,8 +69,11 @@ class PromptCache:
 class ModelPolicy:
     """A model bundle + a backend behind `infer`. `last_timings_ms` holds the stage times of the last call."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, seed: int = 0) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, seed: int = 0, noise_scale: float = 1.0) -> None:
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"noise_scale={noise_scale} must be in [0, 1]")
         self.bundle = bundle
+        self.noise_scale = noise_scale  # start noise of the Euler steps; 0: deterministic chunks
         self.backend = backend
         self.manifest = bundle.manifest
         self.model_id = self.manifest.model_id
@@ -98,7 +101,7 @@ class ModelPolicy:
         if self._state_shape is not None:
             inputs["state"] = self._state(observation.state)
         if noise is None:
-            noise = self._rng.standard_normal(self._noise_shape, dtype=np.float32)
+            noise = self._rng.standard_normal(self._noise_shape, dtype=np.float32) * np.float32(self.noise_scale)
         elif noise.shape != self._noise_shape:
             raise ValueError(f"noise shape {noise.shape} != bundle noise shape {self._noise_shape}")
         inputs["noise"] = np.ascontiguousarray(noise, dtype=np.float32)
