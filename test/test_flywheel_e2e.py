@@ -1,5 +1,6 @@
 """The data flywheel end to end through the CLI, small: collect 2 expert episodes through the sim graph (recorded
-MCAP bags) -> bags-to-dataset -> train tiny a few steps -> export -> eval 1 episode of the bundle in the graph."""
+MCAP bags) -> bags-to-dataset -> train tiny a few steps -> export -> eval 1 episode of the bundle in the graph,
+recorded -> relabelled by the expert (DAgger) -> fine-tuned on both datasets."""
 import json
 import os
 import subprocess
@@ -35,8 +36,16 @@ def test_collect_convert_train_export_eval(tmp_path):
          "--train.total-steps", 3, "--train.batch-size", 4, "--no-progress")
     _run("vla-jepa", "export", train / "step_000003", bundle, "--model-id", "flywheel-e2e")
     _run("vla-jepa", "eval", bundle, "--episodes", 1, "--families", "pick_up", "--task-timeout-s", 3,
-         "--robot-host", HOST, "--out-dir", tmp_path / "eval")
+         "--robot-host", HOST, "--out-dir", tmp_path / "eval", "--record", tmp_path / "rollouts", "--noise-scale", 0)
     results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
-    assert results["model_id"] == "flywheel-e2e" and len(results["episodes"]) == 1
+    assert results["model_id"] == "flywheel-e2e" and len(results["episodes"]) == 1 and results["noise_scale"] == 0
     episode = results["episodes"][0]
     assert episode["outcome"] in ("FAILED", "SUCCEEDED") and episode["chunks"] > 0  # the bundle drove the graph
+    # DAgger: the learner's own rollout, every step labelled by the expert, then training on both datasets
+    out = _run("vla-jepa", "bags-to-dataset", tmp_path / "rollouts", tmp_path / "relabelled", "--image-size-px", 128,
+               "--no-lerobot", "--relabel-expert")
+    assert "kept 1/1 episodes" in out
+    _run("vla-jepa-train", "--preset", "tiny", "--data", data, tmp_path / "relabelled", "--init-from",
+         train / "step_000003", "--out-dir", tmp_path / "dagger", "--threads", 1, "--train.total-steps", 2,
+         "--train.batch-size", 4, "--no-progress")
+    assert (tmp_path / "dagger" / "step_000002" / "model.safetensors").exists()
