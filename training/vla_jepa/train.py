@@ -60,10 +60,6 @@ class TrainArgs:
     threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):  # TrainArgs(data="folder") from code
-            self.data = (self.data,)
-
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -202,7 +198,7 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
 
 def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
     if args.data:
-        sources = [NativeEpisodeSource(d) for d in args.data]
+        sources = [NativeEpisodeSource(d) for d in _data_dirs(args)]
         return sources[0] if len(sources) == 1 else ConcatEpisodeSource(sources)
     if args.lerobot:
         return LeRobotEpisodeSource(args.lerobot, list(args.lerobot_cameras) or None)
@@ -213,9 +209,15 @@ def _robot_source(args: TrainArgs, cfg: VLAJEPAConfig):
     raise ValueError("no robot data: pass --data, --lerobot or --synthetic-episodes N")
 
 
+def _data_dirs(args: TrainArgs) -> tuple[str, ...]:
+    """--data as a tuple of folders (code may also set a single folder as a string)."""
+    return (args.data,) if isinstance(args.data, (str, Path)) else tuple(args.data)
+
+
 def _stats_for(source, args: TrainArgs) -> dict:
-    if len(args.data) == 1 and (Path(args.data[0]) / "dataset_statistics.json").exists():
-        return load_stats(Path(args.data[0]) / "dataset_statistics.json")
+    dirs = _data_dirs(args)
+    if len(dirs) == 1 and (Path(dirs[0]) / "dataset_statistics.json").exists():
+        return load_stats(Path(dirs[0]) / "dataset_statistics.json")
     actions, states = [], []
     for i in range(len(source)):
         if hasattr(source, "actions_states"):  # native datasets: without decoding the frames
