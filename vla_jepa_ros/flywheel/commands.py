@@ -40,14 +40,14 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
     t0 = time.monotonic()
     instructions = episode_instructions(episodes_per_family, families, seed=seed)
     policy = {"policy": "bundle", "bundle_path": str(bundle_dir), "backend": backend, "threads": threads,
-              "noise_scale": float(noise_scale), "use_ground_truth": False, "cameras": list(manifest.cameras)}
+              "noise_scale": noise_scale, "use_ground_truth": False, "cameras": list(manifest.cameras)}
     results = run_sim_episodes(instructions, seed=seed, policy_params=policy, record_dir=record_dir,
                                out_dir=out_dir, task_timeout_s=task_timeout_s, robot_host=robot_host)
-    print(f"\nmodel {manifest.model_id} ({backend}, noise scale {noise_scale:g}), layouts seeds {seed}..{seed + len(results) - 1}\n")
+    print(f"\nmodel {manifest.model_id} ({backend}, noise scale {noise_scale:g}), "
+          f"layouts seeds {seed}..{seed + len(results) - 1}\n")
     print(episode_table(results) + "\n\n" + success_table(results))
     _save(results, Path(out_dir) / "eval_results.json",
           {"model_id": manifest.model_id, "bundle": str(bundle_dir), "backend": backend, "seed": seed,
-           "noise_scale": noise_scale,
-           "wall_s": time.monotonic() - t0})
+           "noise_scale": noise_scale, "wall_s": time.monotonic() - t0})
     print(f"\nimage strips and eval_results.json in {out_dir}")
     return 0
