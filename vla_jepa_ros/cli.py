@@ -307,7 +307,7 @@ def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
                    help="task families: pick_up ('pick up the <colour> cube'), put_in_bowl")
     p.add_argument("--task-timeout-s", type=float, default=40.0, help="sim-time limit of each task")
     p.add_argument("--robot-host", default=None,
-                   help="loopback address for franky-sim (e.g. 127.0.0.2 to run beside another sim)")
+                   help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside another sim graph; a second graph in the same domain is refused)")
 
 
 @command("collect", "scripted-expert demonstrations through the sim graph, one recorded MCAP episode bag each")
@@ -317,10 +317,17 @@ def _collect(argv: list[str]) -> int:
                            "bags-to-dataset OUT DATASET.")
     p.add_argument("out", help="folder for the episode bags")
     _episode_args(p, seed=0)
+    p.add_argument("--aim-noise-m", type=float, default=0.0,
+                   help="DART-style recovery data: the expert steers to points off target by a random xy offset of "
+                        "this std (m; redrawn every 1.5 s, none in 30%% of the periods), so the episodes pass through "
+                        "near-misses; convert them with bags-to-dataset --relabel-expert, which labels every step "
+                        "with the exact expert's correction. 0.015 is a good start")
     a = p.parse_args(argv)
+    if not 0.0 <= a.aim_noise_m <= 0.05:
+        p.error(f"--aim-noise-m {a.aim_noise_m} must be in [0, 0.05] m (the cube is 0.04 m wide)")
     from .flywheel.commands import collect
 
-    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host)
+    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m)
 
 
 @command("render-layouts", "thousands of random sim layouts, rendered, with object positions (localisation pretraining)")
@@ -409,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM (timeout, systemd, a CI runner) unwinds like Ctrl-C, so running graphs are stopped cleanly
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    return COMMANDS[name][1](rest)
+    from .bringup import GraphAlreadyRunning
+
+    try:
+        return COMMANDS[name][1](rest)
+    except GraphAlreadyRunning as exc:  # the one thing to tell, not a traceback
+        print(f"vla-jepa {name}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,16 +16,20 @@ def _save(results, path: Path, extra: dict) -> None:
 
 
 def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[str, ...],
-            task_timeout_s: float, robot_host: str | None = None) -> int:
-    """Scripted-expert episodes through the full sim graph, each recorded as an MCAP episode bag in out_dir."""
+            task_timeout_s: float, robot_host: str | None = None, aim_noise_m: float = 0.0) -> int:
+    """Scripted-expert episodes through the full sim graph, each recorded as an MCAP episode bag in out_dir.
+    aim_noise_m > 0: the expert aims off target on purpose (DART); relabel those bags with the exact expert."""
     t0 = time.monotonic()
     instructions = episode_instructions(episodes_per_family, families, seed=seed)
-    results = run_sim_episodes(instructions, seed=seed, record_dir=out_dir, task_timeout_s=task_timeout_s,
-                               robot_host=robot_host)
+    policy = {"policy": "expert", "expert_aim_noise_m": float(aim_noise_m), "expert_aim_noise_seed": int(seed)}
+    results = run_sim_episodes(instructions, seed=seed, policy_params=policy, record_dir=out_dir,
+                               task_timeout_s=task_timeout_s, robot_host=robot_host)
     print("\n" + episode_table(results) + "\n\n" + success_table(results))
+    relabel = " --relabel-expert" if aim_noise_m else ""
     print(f"\n{len(results)} episodes recorded in {out_dir} ({time.monotonic() - t0:.0f} s); next: "
-          f"vla-jepa bags-to-dataset {out_dir} DATASET")
-    _save(results, Path(out_dir) / "collect_summary.json", {"policy": "expert", "seed": seed})
+          f"vla-jepa bags-to-dataset {out_dir} DATASET{relabel}")
+    _save(results, Path(out_dir) / "collect_summary.json",
+          {"policy": "expert", "seed": seed, "aim_noise_m": float(aim_noise_m)})
     return 0
 
 

@@ -47,6 +47,10 @@ class PolicyNodeConfig:
         default=0.2, metadata={"help": "skip inference when capture times differ by more than this (s)"})
     use_ground_truth: bool = dataclasses.field(
         default=True, metadata={"help": "subscribe /sim/object_poses into observation.extras (scripted expert)"})
+    expert_aim_noise_m: float = dataclasses.field(
+        default=0.0, metadata={"help": "scripted expert only: std of a random xy offset of its aim points (DART data; "
+                                       "relabel such bags with bags-to-dataset --relabel-expert), m"})
+    expert_aim_noise_seed: int = dataclasses.field(default=0, metadata={"help": "seed of the aim offsets"})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -62,9 +66,10 @@ class PolicyNodeConfig:
 
 def make_policy(config: PolicyNodeConfig, backend: BackendParams):
     if config.policy == "expert":
-        from ..runtime.expert import ScriptedExpertPolicy
+        from ..runtime.expert import ExpertConfig, ScriptedExpertPolicy
 
-        return ScriptedExpertPolicy()
+        return ScriptedExpertPolicy(ExpertConfig(aim_noise_m=config.expert_aim_noise_m,
+                                                 aim_noise_seed=config.expert_aim_noise_seed))
     return make_model_policy(config.bundle_path, backend, cameras=config.cameras, image_size_px=config.image_size_px,
                              action_dim=config.action_dim, horizon=config.horizon)
 

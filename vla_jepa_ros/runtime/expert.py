@@ -5,11 +5,17 @@ the robot state from `observation.state` (STATE_DIM_NAMES), and returns a 7x7 `f
 like the learned policy will. Each call decides the phase afresh from the observation (no hidden plan), so it
 recovers from slips: approach above the cube, align yaw, descend, close, lift; then hold (pick up) or carry over
 the bowl, lower, open and retreat (put in bowl).
+
+With `aim_noise_m` > 0 it aims off target on purpose (DART, Laskey et al. 2017): every xy point it steers to (above
+the cube, the grasp, over the bowl) is shifted by an offset drawn afresh every `aim_noise_period_s` of sim time,
+so the recorded episodes visit the near-misses a learned policy ends up in. Such bags are for
+`bags-to-dataset --relabel-expert`, which labels every step with the exact expert's action (the way back).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 
 import numpy as np
 
@@ -38,10 +44,19 @@ class ExpertConfig:
     z_tolerance_m: float = 0.008
     yaw_tolerance_rad: float = 0.08
     open_width_m: float = 0.075  # measured width above this counts as open
+    aim_noise_m: float = 0.0  # DART: std of the xy offset added to every aim point (0 = exact)
+    aim_noise_period_s: float = 1.5  # a new offset every this long (sim time)
+    aim_noise_exact_fraction: float = 0.3  # share of periods with no offset (so every episode can still finish)
+    aim_noise_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or not self.step_period_s > 0:
             raise ValueError(f"horizon={self.horizon} must be >= 1 and step_period_s={self.step_period_s} > 0")
+        if not 0.0 <= self.aim_noise_m <= 0.05:
+            raise ValueError(f"aim_noise_m={self.aim_noise_m} must be in [0, 0.05] m (the cube is 0.04 m wide)")
+        if not self.aim_noise_period_s > 0 or not 0.0 <= self.aim_noise_exact_fraction <= 1.0:
+            raise ValueError(f"aim_noise_period_s={self.aim_noise_period_s} must be > 0 and aim_noise_exact_fraction="
+                             f"{self.aim_noise_exact_fraction} in [0, 1]")
 
 
 def _down_rotation(yaw: float) -> np.ndarray:
@@ -57,10 +72,9 @@ def _cube_yaw(quat_xyzw: np.ndarray) -> float:
 class ScriptedExpertPolicy:
     """`infer(observation) -> ActionChunk`, reading ground truth from `observation.extras`."""
 
-    model_id = "scripted-expert"
-
     def __init__(self, config: ExpertConfig = ExpertConfig()) -> None:
         self.config = config
+        self.model_id = "scripted-expert" + (f"+aim-noise-{config.aim_noise_m * 1e3:g}mm" if config.aim_noise_m else "")
         self.success = SuccessConfig(cube_size_m=config.cube_size_m)
         self._sequence = 0
         self.last_phase = ""
@@ -72,6 +86,18 @@ class ScriptedExpertPolicy:
         return ActionChunk(actions=actions.astype(np.float32), step_period_s=self.config.step_period_s,
                            stamp_s=observation.stamp_s, task_id=observation.task_id, sequence=self._sequence,
                            inference_ms=(time.perf_counter() - t0) * 1e3, model_id=self.model_id)
+
+    def aim_offset_m(self, task_id: str, stamp_s: float) -> np.ndarray:
+        """(2,) xy offset of the aim points at sim time `stamp_s` (zeros without aim noise). Stateless: the same
+        task and period always give the same offset."""
+        c = self.config
+        if c.aim_noise_m == 0.0:
+            return np.zeros(2)
+        period = int(np.floor(stamp_s / c.aim_noise_period_s))
+        rng = np.random.default_rng([c.aim_noise_seed, zlib.crc32(task_id.encode()), max(period, 0)])
+        if rng.random() < c.aim_noise_exact_fraction:
+            return np.zeros(2)
+        return rng.normal(0.0, c.aim_noise_m, 2)
 
     # ------------------------------------------------------------------ planning
     def plan(self, obs: Observation) -> tuple[np.ndarray, str]:
@@ -89,6 +115,9 @@ class ScriptedExpertPolicy:
         cube_p, cube_q = poses[spec.object_name]
         cube_p = np.asarray(cube_p, float)
         bowl_p = np.asarray(poses[BOWL_NAME][0], float)
+        offset = self.aim_offset_m(obs.task_id, obs.stamp_s)  # (2,)
+        aim_p = cube_p + np.array([*offset, 0.0])  # where it steers to; `near`/`holding` use the true cube
+        bowl_p = bowl_p + np.array([*offset, 0.0])
         yaw_now = float(matrix_to_rpy(rot)[2])
         # The cube is symmetric under 90 degree turns: pick the grasp yaw closest to the current one.
         cube_yaw = _cube_yaw(np.asarray(cube_q, float))
@@ -123,8 +152,8 @@ class ScriptedExpertPolicy:
             up = np.array([*ee[:2], max(ee[2], cube_p[2] + c.approach_height_m)])
             return self._toward(ee, rot, up, rot, GRIPPER_OPEN), "re-open"
         target_rot = _down_rotation(grasp_yaw)
-        above = np.array([cube_p[0], cube_p[1], cube_p[2] + c.approach_height_m])
-        xy_err = float(np.linalg.norm(cube_p[:2] - ee[:2]))
+        above = np.array([aim_p[0], aim_p[1], cube_p[2] + c.approach_height_m])
+        xy_err = float(np.linalg.norm(aim_p[:2] - ee[:2]))
         if xy_err > c.xy_tolerance_m or abs(wrap_angle(grasp_yaw - yaw_now)) > c.yaw_tolerance_rad:
             if ee[2] < cube_p[2] + 0.04 and xy_err > 0.02:  # low and off to the side: rise before moving over
                 return self._toward(ee, rot, np.array([*ee[:2], above[2]]), target_rot, GRIPPER_OPEN), "rise"
@@ -132,7 +161,7 @@ class ScriptedExpertPolicy:
                                 target_rot, GRIPPER_OPEN), "approach"
         if width < c.open_width_m:
             return self._hold(GRIPPER_OPEN), "wait for open"
-        grasp = np.array([cube_p[0], cube_p[1], cube_p[2] + c.grasp_offset_m])
+        grasp = np.array([aim_p[0], aim_p[1], cube_p[2] + c.grasp_offset_m])
         if ee[2] > grasp[2] + c.z_tolerance_m:
             return self._toward(ee, rot, grasp, target_rot, GRIPPER_OPEN), "descend"
         return self._hold(GRIPPER_CLOSED), "close"
