@@ -133,3 +133,25 @@ def test_nodes_never_inherit_a_realtime_scheduler(tmp_path):
         assert os.sched_getscheduler(pid) == os.SCHED_OTHER
     finally:
         b.stop()
+
+
+def test_a_second_graph_in_the_same_ros_domain_is_refused_with_what_to_do(ros_context):
+    """`vla-jepa demo/collect/eval` refuse to start while another graph's nodes are up in the ROS domain (their
+    topics and task managers would mix); the message names the nodes and the way out."""
+    import rclpy
+
+    from vla_jepa_ros.bringup import GraphAlreadyRunning, ensure_no_running_graph, running_graph_nodes
+
+    assert running_graph_nodes(wait_s=0.5) == []
+    ensure_no_running_graph(wait_s=0.5)  # alone: nothing raised
+    node = rclpy.create_node("task_manager", namespace="/", context=ros_context)
+    try:
+        with pytest.raises(GraphAlreadyRunning, match=r"ROS domain \d+ \(nodes /task_manager\).*ROS_DOMAIN_ID"):
+            ensure_no_running_graph(wait_s=10.0)
+        bin_dir = Path(sys.executable).parent
+        proc = subprocess.run([str(bin_dir / "vla-jepa"), "demo", "--out-dir", "unused"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert "vla-jepa demo: another graph is running" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        node.destroy_node()

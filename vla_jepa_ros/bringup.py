@@ -39,6 +39,45 @@ class NodeDied(RuntimeError):
     """A node of the graph exited while the graph was supposed to be running."""
 
 
+class GraphAlreadyRunning(RuntimeError):
+    """Nodes of another graph answer in this ROS domain: a second graph there would mix topics with it."""
+
+
+GRAPH_NODE_NAMES = ("task_manager", "sim", "policy", "franka_controller", "recorder")
+
+
+def running_graph_nodes(wait_s: float = 1.5, names: Iterable[str] = GRAPH_NODE_NAMES) -> list[str]:
+    """Full names of nodes called `names` that DDS discovery finds in this ROS domain within wait_s (or sooner)."""
+    import rclpy
+
+    wanted = set(names)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("vla_jepa_graph_check", context=context)
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = sorted(f"{ns.rstrip('/')}/{n}" for n, ns in node.get_node_names_and_namespaces() if n in wanted)
+            if found or time.monotonic() > deadline:
+                node.destroy_node()
+                return found
+            time.sleep(0.1)
+    finally:
+        context.try_shutdown()
+
+
+def ensure_no_running_graph(wait_s: float = 1.5) -> None:
+    """Raise GraphAlreadyRunning, saying what to do, when another graph's nodes are up in this ROS domain
+    (e.g. a second `vla-jepa eval` started beside a first one: both task managers would take the same tasks)."""
+    found = running_graph_nodes(wait_s)
+    if found:
+        domain = os.environ.get("ROS_DOMAIN_ID", "0")
+        raise GraphAlreadyRunning(
+            f"another graph is running in ROS domain {domain} (nodes {', '.join(found)}); a second one there would "
+            f"mix its topics and tasks with it. Stop that one, or give this one a domain of its own: "
+            f"ROS_DOMAIN_ID=<0-101, not {domain}> and --robot-host 127.0.0.<n> (franky-sim's ports)")
+
+
 def _exit_reason(code: int) -> str:
     if code < 0:
         try:

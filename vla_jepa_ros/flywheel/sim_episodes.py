@@ -61,7 +61,7 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
     """
     from tqdm import tqdm
 
-    from ..bringup import Bringup
+    from ..bringup import Bringup, ensure_no_running_graph
     from ..sim.demo import GraphProbe, save_strip
 
     nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
@@ -72,6 +72,7 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
     if record_dir:
         extra["recorder"] = {"output_dir": str(Path(record_dir).resolve())}
     results: list[EpisodeResult] = []
+    ensure_no_running_graph()
     with Bringup("sim", params_file=params_file, extra_params=extra, nodes=nodes, log_dir=log_dir) as graph:
         probe = GraphProbe()
         try:

@@ -142,7 +142,7 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
              bundle: str | None = None, instruction: str = INSTRUCTION, task_timeout_s: float = 60.0,
              params_file: str | None = None, verbose: bool = True) -> dict:
     """Run `episodes` episodes of `instruction` in the sim graph; returns the summary printed."""
-    from ..bringup import Bringup
+    from ..bringup import Bringup, ensure_no_running_graph
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
@@ -158,6 +158,7 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params}
     results = []
     t_start = time.monotonic()
+    ensure_no_running_graph()
     with Bringup("sim", params_file=params_file, extra_params=extra, nodes=SIM_NODES) as graph:
         probe = GraphProbe()
         try:
