@@ -72,6 +72,9 @@ class SimNode(Node):
 
     def _on_status(self, msg: TaskStatus) -> None:
         self._status = msg
+        # Reset the layout now, not at the next pose tick: a camera tick in between would publish the previous
+        # episode's scene stamped after the task start (the recorder and the policy would take it as the first frame).
+        self._update_task()
 
     def _publish_cameras(self) -> None:
         snapshot = self.world.snapshot()
