@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vla_jepa_ros.core.types import ActionChunk
-from vla_jepa_ros.flywheel.offline_eval import chunk_errors, offline_eval
+from vla_jepa_ros.flywheel.offline_eval import axis_correlations, chunk_errors, offline_eval
 
 from .runtime_fixtures import tiny_bundle
 
@@ -54,6 +54,16 @@ def test_chunk_errors_are_zero_for_the_truth_and_the_scale_for_no_motion():
         chunk_errors(rec[:6], rec)
 
 
+def test_axis_correlations_tell_an_axis_the_model_follows_from_one_it_is_blind_to():
+    rng = np.random.default_rng(0)
+    recorded = [rng.normal(size=(H, 3)) for _ in range(200)]
+    follows_x_blind_y_inverted_z = [np.stack([r[:, 0] * 0.5, rng.normal(size=H), -r[:, 2]], 1) for r in recorded]
+    x, y, z = axis_correlations(list(zip(follows_x_blind_y_inverted_z, recorded)))
+    assert x == pytest.approx(1.0) and abs(y) < 0.1 and z == pytest.approx(-1.0)
+    constant = [np.zeros((H, 3)) for _ in recorded]  # a model that never moves has no correlation to speak of
+    assert all(np.isnan(c) for c in axis_correlations(list(zip(constant, recorded))))
+
+
 def test_oracle_scores_zero_and_never_move_scores_ratio_one():
     eps = _episodes()
     cams = ["front", "wrist"]
@@ -65,6 +75,9 @@ def test_oracle_scores_zero_and_never_move_scores_ratio_one():
     assert perfect["all"].gripper_pct == 100.0
     assert still["all"].ratio_to_zero == pytest.approx(1.0) and still["all"].gripper_pct == 100.0
     assert perfect["all"].moved_xyz_mm == pytest.approx(perfect["all"].zero_xyz_mm) and still["all"].moved_xyz_mm == 0
+    moving = [c for c, r in zip(perfect["all"].axis_corr, np.concatenate([e.actions[:, :3] for e in eps]).std(0))
+              if r > 0]
+    assert moving and all(c == pytest.approx(1.0) for c in moving)
 
 
 def test_command_end_to_end_on_a_tiny_bundle(tmp_path, capsys):
@@ -79,4 +92,4 @@ def test_command_end_to_end_on_a_tiny_bundle(tmp_path, capsys):
     assert "reach" in printed and "after grasp" in printed
     report = json.loads(out.read_text())
     assert report["episodes"] == 3 and report["phases"]["all"]["samples"] == 3 * 4
-    assert all(np.isfinite(v) for v in report["phases"]["all"].values())
+    assert np.isfinite(np.hstack(list(report["phases"]["all"].values()))).all()  # axis_corr: 3 values

@@ -16,6 +16,8 @@ Rows split the samples by phase: "reach" = before the first recorded gripper clo
     moved_xyz_mm  how far the model's chunk moves per step: well below zero_xyz_mm = it under-shoots (hesitates)
     yaw_deg       mean |error| of the yaw step (degrees)
     gripper_%     chunk steps whose open/closed command matches
+    corr x/y/z    correlation of the model's steps with the demonstration's, per axis (1 = follows it, 0 = blind to
+                  it): a model can score a fine xyz_mm on the large descending z steps and still not find the cube in x
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class PhaseErrors:
     moved_xyz_mm: float = 0.0
     yaw_deg: float = 0.0
     gripper_pct: float = 0.0
+    axis_corr: tuple[float, float, float] = (float("nan"),) * 3  # x, y, z steps: model vs demonstration
 
     @property
     def ratio_to_zero(self) -> float:
@@ -67,6 +70,7 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
     rng = np.random.default_rng(seed)
     sums = {p: dict.fromkeys(("xyz_mm", "zero_xyz_mm", "moved_xyz_mm", "yaw_deg", "gripper_pct"), 0.0) for p in PHASES}
     counts = dict.fromkeys(PHASES, 0)
+    steps: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in PHASES}  # (predicted, recorded) (H, 3)
     from tqdm import tqdm
 
     for ep in tqdm(episodes, total=total, desc="episodes", unit="ep", disable=not progress):
@@ -83,18 +87,34 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
             errors = chunk_errors(predicted, recorded)
             for phase in ("all", "reach" if t < first_close else "after grasp"):
                 counts[phase] += 1
+                steps[phase].append((predicted[:, :3], recorded[:, :3]))
                 for k, v in errors.items():
                     sums[phase][k] += v
-    return {p: PhaseErrors(samples=counts[p], **{k: v / counts[p] for k, v in sums[p].items()}) if counts[p]
+    return {p: PhaseErrors(samples=counts[p], axis_corr=axis_correlations(steps[p]),
+                           **{k: v / counts[p] for k, v in sums[p].items()}) if counts[p]
             else PhaseErrors() for p in PHASES}
+
+
+def axis_correlations(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
+    """[(predicted (H, 3), recorded (H, 3))] -> Pearson correlation per axis over every step (nan where either
+    side does not vary)."""
+    predicted = np.concatenate([a for a, _ in pairs]).astype(np.float64)  # (N, 3)
+    recorded = np.concatenate([b for _, b in pairs]).astype(np.float64)
+    out = []
+    for d in range(3):
+        a, b = predicted[:, d] - predicted[:, d].mean(), recorded[:, d] - recorded[:, d].mean()
+        denominator = np.sqrt((a * a).sum() * (b * b).sum())
+        out.append(float((a * b).sum() / denominator) if denominator > 1e-18 else float("nan"))
+    return tuple(out)
 
 
 def format_table(report: dict[str, PhaseErrors]) -> str:
     rows = [f"{'phase':<12} {'samples':>7} {'xyz mm/step':>11} {'never-move':>10} {'ratio':>6} {'moves mm':>8} "
-            f"{'yaw deg':>7} {'gripper %':>9}"]
+            f"{'yaw deg':>7} {'gripper %':>9} {'corr x/y/z':>14}"]
     for phase, e in report.items():
+        corr = "/".join(f"{c:.2f}" for c in e.axis_corr)
         rows.append(f"{phase:<12} {e.samples:>7} {e.xyz_mm:>11.2f} {e.zero_xyz_mm:>10.2f} {e.ratio_to_zero:>6.2f} "
-                    f"{e.moved_xyz_mm:>8.2f} {e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f}")
+                    f"{e.moved_xyz_mm:>8.2f} {e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f} {corr:>14}")
     return "\n".join(rows)
 
 
