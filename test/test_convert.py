@@ -27,7 +27,10 @@ def _ns(t_s):
 POSES_PERIOD_S, POSES_T0_S = 0.05, 0.03
 
 
-def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", object_poses=False):
+def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", object_poses=False,
+              other_cubes: dict | None = None, close_at_s: float | None = None):
+    """other_cubes: name -> fixed (x, y) of more cubes in /sim/object_poses; close_at_s: the state reports the
+    gripper commanded closed from then on."""
     topics = [*([TopicSpec("/sim/object_poses", "vla_jepa_interfaces/msg/ObjectPoses")] if object_poses else []),
               TopicSpec("/cameras/front/image_raw", "sensor_msgs/msg/Image"),
               TopicSpec("/cameras/wrist/image_raw", "sensor_msgs/msg/Image"),
@@ -42,15 +45,18 @@ def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", 
             events.append((t + 0.01, f"/cameras/{cam}/image_raw", img))  # arrives 10 ms after capture
     for k in range(int(END_S / STATE_PERIOD_S) + 1):
         t = 0.025 + k * STATE_PERIOD_S
-        st = RobotState(gripper_width_m=0.08, gripper_open_commanded=True)
+        st = RobotState(gripper_width_m=0.08, gripper_open_commanded=close_at_s is None or t < close_at_s)
         st.header.stamp = s_to_stamp(t)
         st.ee_position_m = [t, 0.0, 0.3]  # x encodes the state's own stamp
         events.append((t, "/franka/state", st))
     for k in range(int(END_S / POSES_PERIOD_S) + 1) if object_poses else ():
         t = POSES_T0_S + k * POSES_PERIOD_S
-        msg = ObjectPoses(names=["red_cube", "bowl"], poses=[Pose(), Pose()])
+        others = other_cubes or {}
+        msg = ObjectPoses(names=["red_cube", "bowl", *others], poses=[Pose() for _ in range(2 + len(others))])
         msg.header.stamp = s_to_stamp(t)
         msg.poses[0].position.x, msg.poses[1].position.y = t, -t  # positions encode the message's own stamp
+        for pose, (x, y) in zip(msg.poses[2:], others.values()):
+            pose.position.x, pose.position.y = x, y
         events.append((t + 0.002, "/sim/object_poses", msg))
     for c, received in enumerate(CHUNK_RECEIVED_S):
         actions = np.zeros((7, 7), np.float32)
@@ -183,3 +189,37 @@ def test_policy_state_roll_is_continuous_where_the_tool_points_down():
     from vla_jepa_ros.core.geometry import rpy_to_matrix
 
     np.testing.assert_allclose(rpy_to_matrix(below[3:6]), rpy_to_matrix([-np.pi + eps, 0.0, 0.2]), atol=1e-6)
+
+
+def test_counterfactual_colours_repeat_the_reach_phase_naming_each_other_cube_with_the_experts_labels(tmp_path):
+    """Same frames and states up to the first gripper close, another cube named, the expert's labels for that
+    instruction: the pictures alone no longer tell the model where to go."""
+    from vla_jepa.data import NativeEpisodeSource
+    from vla_jepa_ros.dataset.relabel import counterfactual_instructions, expert_actions
+
+    with pytest.raises(ValueError, match="needs relabel_expert"):
+        ConvertConfig(counterfactual_colours=True)
+    assert counterfactual_instructions("put the red cube in the bowl", ["bowl", "red_cube", "green_cube", "blue_cube"]) \
+        == ["put the blue cube in the bowl", "put the green cube in the bowl"]
+    assert counterfactual_instructions("wave hello", ["red_cube", "blue_cube"]) == []
+    write_bag(tmp_path / "bags" / "task-0001", object_poses=True, other_cubes={"blue_cube": (0.45, 0.2),
+                                                                               "green_cube": (0.6, -0.2)},
+              close_at_s=0.5)
+    reports = bags_to_dataset([tmp_path / "bags"], tmp_path / "ds",
+                              ConvertConfig(min_steps=2, lerobot=False, relabel_expert=True,
+                                            counterfactual_colours=True), progress=False)
+    assert reports[0].kept and reports[0].counterfactual == 2
+    source = NativeEpisodeSource(tmp_path / "ds")
+    original, *variants = [source.load(i) for i in range(len(source))]
+    assert [v.instruction for v in variants] == ["pick up the blue cube", "pick up the green cube"]
+    reach = int(np.nonzero(original.states[:, 7] < 0.5)[0][0])  # the first step with the gripper commanded closed
+    assert 0 < reach < len(original.actions)
+    identity = np.array([0.0, 0.0, 0.0, 1.0])
+    for v in variants:
+        assert len(v.actions) == reach
+        np.testing.assert_array_equal(v.frames, original.frames[:reach])
+        np.testing.assert_array_equal(v.states, original.states[:reach])
+        poses = [{n: (v.objects[k, i].astype(float), identity) for i, n in enumerate(v.object_names)}
+                 for k in range(reach)]
+        np.testing.assert_allclose(v.actions, expert_actions(v.states, poses, v.instruction), atol=1e-6)
+        assert np.abs(v.actions[:, 1] - original.actions[:reach, 1]).max() > 0.005  # it steers elsewhere in y

@@ -283,6 +283,11 @@ def _bags_to_dataset(argv: list[str]) -> int:
                    help="targets: what the scripted expert would do at each step, from the recorded state and "
                         "/sim/object_poses (DAgger: record a learned policy with `vla-jepa eval --record`, relabel, "
                         "train on it). Keeps failed episodes: their new labels show how to recover")
+    p.add_argument("--counterfactual-colours", action="store_true",
+                   help="with --relabel-expert: also write each episode's reach phase (up to the first gripper "
+                        "close) once per other cube in the scene, the instruction naming that cube and the expert's "
+                        "labels for it. Same pictures, different words, different actions: a model can no longer "
+                        "ignore which colour it is asked for")
     p.add_argument("--min-steps", type=int, default=8, help="skip episodes shorter than this")
     p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -290,7 +295,7 @@ def _bags_to_dataset(argv: list[str]) -> int:
     from .dataset.convert import main_from_args
 
     return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
-                          a.overwrite, a.relabel_expert)
+                          a.overwrite, a.relabel_expert, a.counterfactual_colours)
 
 
 @command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.images import ImageError, decode_compressed, raw_to_rgb, resize_rgb
 from ..core.types import DELTA_EE_DIM_NAMES, STATE_DIM_NAMES, robot_state_vector
 from .align import ChunkRecord, Stream, align_episode
-from .relabel import expert_actions
+from .relabel import counterfactual_instructions, expert_actions
 
 STATE_TOPIC = "/franka/state"
 CHUNK_TOPIC = "/vla/action_chunk"
@@ -34,8 +34,11 @@ class ConvertConfig:
     min_steps: int = 8              # shorter episodes are skipped (too little to learn from)
     lerobot: bool = True            # also write <out>/lerobot_v3
     relabel_expert: bool = False    # targets: the scripted expert's action at each step (DAgger), not the executed one
+    counterfactual_colours: bool = False  # + the reach phase once per other cube, instruction and labels for it
 
     def __post_init__(self) -> None:
+        if self.counterfactual_colours and not self.relabel_expert:
+            raise ValueError("counterfactual_colours needs relabel_expert (the expert labels the other instructions)")
         if not self.cameras:
             raise ValueError("cameras must name at least one camera")
         if self.image_size_px < 0 or self.image_size_px > 4096:
@@ -51,6 +54,7 @@ class EpisodeReport:
     steps: int = 0
     kept: bool = False
     reason: str = ""
+    counterfactual: int = 0  # reach-phase copies written with another cube named (counterfactual_colours)
 
 
 def find_episode_bags(paths: Iterable[str | Path]) -> list[Path]:
@@ -80,7 +84,8 @@ def _stamp_s(header) -> float:
 
 
 def read_episode(bag: Path, config: ConvertConfig):
-    """One bag -> (vla_jepa.data.Episode, outcome, period_s). Raises ValueError/BagReadError with the reason."""
+    """One bag -> (vla_jepa.data.Episode, outcome, period_s, counterfactual variants: [Episode]).
+    Raises ValueError/BagReadError with the reason."""
     from vla_jepa.data import Episode
 
     from ..recording.reader import EpisodeReader
@@ -143,13 +148,24 @@ def read_episode(bag: Path, config: ConvertConfig):
     if not instruction:
         raise ValueError("the episode has no instruction in its metadata")
     actions = aligned.actions
+    frames = np.stack(views, axis=1)  # (T, V, H, W, 3)
+    variants = []
     if config.relabel_expert:
         if pose_stream is None:
             raise ValueError(f"relabelling with the expert needs {OBJECTS_TOPIC} in the bag")
-        actions = expert_actions(states, [pose_stream.values[i] for i in pose_indices], instruction)
-    episode = Episode(frames=np.stack(views, axis=1),  # (T, V, H, W, 3)
-                      states=states, actions=actions, instruction=instruction, objects=positions, object_names=names)
-    return episode, meta.get("outcome", ""), period_s
+        step_poses = [pose_stream.values[i] for i in pose_indices]
+        actions = expert_actions(states, step_poses, instruction)
+        if config.counterfactual_colours:  # same frames and states until the first close, another cube named
+            closed = np.nonzero(states[:, 7] < 0.5)[0]
+            reach = int(closed[0]) if len(closed) else len(states)
+            variants = [Episode(frames=frames[:reach], states=states[:reach],
+                                actions=expert_actions(states[:reach], step_poses[:reach], other),
+                                instruction=other, objects=None if positions is None else positions[:reach],
+                                object_names=names)
+                        for other in counterfactual_instructions(instruction, names)]
+    episode = Episode(frames=frames, states=states, actions=actions, instruction=instruction, objects=positions,
+                      object_names=names)
+    return episode, meta.get("outcome", ""), period_s, variants
 
 
 def _object_positions(poses: Stream, indices: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -182,7 +198,7 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
         report = EpisodeReport(str(path))
         reports.append(report)
         try:
-            episode, report.outcome, period_s = read_episode(path, config)
+            episode, report.outcome, period_s, variants = read_episode(path, config)
         except (BagReadError, ValueError, OSError) as exc:
             report.reason = f"unreadable: {exc}"
             continue
@@ -197,6 +213,9 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
             period = period_s
             report.kept = True
             kept.append(episode)
+            extra = [v for v in variants if len(v.actions) >= config.min_steps]
+            report.counterfactual = len(extra)
+            kept += extra
     if not kept:
         raise ValueError("no episode was kept:\n" + "\n".join(f"  {r.bag}: {r.reason}" for r in reports))
     fps = 1.0 / period
@@ -218,16 +237,20 @@ def print_reports(reports: list[EpisodeReport], seconds: float) -> None:
     print(f"\n{'episode'.ljust(width)}  {'outcome':10} {'steps':>6}  result")
     for r in reports:
         print(f"{Path(r.bag).name.ljust(width)}  {r.outcome or '-':10} {r.steps:6d}  "
-              f"{'kept' if r.kept else 'skipped: ' + r.reason}")
+              f"{'kept' if r.kept else 'skipped: ' + r.reason}"
+              f"{f' (+{r.counterfactual} with another cube named)' if r.counterfactual else ''}")
     steps = sum(r.steps for r in kept)
+    extra = sum(r.counterfactual for r in kept)
     print(f"\nkept {len(kept)}/{len(reports)} episodes, {steps} samples in {seconds:.1f} s "
-          f"({steps / max(seconds, 1e-9):.0f} samples/s)")
+          f"({steps / max(seconds, 1e-9):.0f} samples/s)" + (f"; + {extra} counterfactual episodes" if extra else ""))
 
 
 def main_from_args(bags: list[str], out: str, cameras: list[str], image_size_px: int, keep_failed: bool,
-                   min_steps: int, lerobot: bool, overwrite: bool, relabel_expert: bool = False) -> int:
+                   min_steps: int, lerobot: bool, overwrite: bool, relabel_expert: bool = False,
+                   counterfactual_colours: bool = False) -> int:
     t0 = time.monotonic()
     reports = bags_to_dataset(bags, out, ConvertConfig(tuple(cameras), image_size_px, keep_failed, min_steps,
-                                                       lerobot, relabel_expert), overwrite=overwrite)
+                                                       lerobot, relabel_expert, counterfactual_colours),
+                              overwrite=overwrite)
     print_reports(reports, time.monotonic() - t0)
     return 0

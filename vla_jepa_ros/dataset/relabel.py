@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.types import Observation
 from ..runtime.expert import ExpertConfig, ScriptedExpertPolicy
+from ..sim.tasks import TaskSpec, parse_instruction
 
 Poses = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (position (3,) m, quaternion xyzw (4,))
 
@@ -31,3 +32,13 @@ def expert_actions(states: np.ndarray, poses: list[Poses], instruction: str,
             raise ValueError(f"the expert cannot solve {instruction!r} with objects {sorted(table)}")
         out[k] = actions[0]
     return out
+
+
+def counterfactual_instructions(instruction: str, object_names) -> list[str]:
+    """The same task naming each other cube present, e.g. 'pick up the red cube' with a green and a blue cube ->
+    ['pick up the blue cube', 'pick up the green cube']; [] for an instruction the expert cannot parse."""
+    spec = parse_instruction(instruction)
+    if spec is None:
+        return []
+    colours = sorted(n[:-len("_cube")] for n in object_names if n.endswith("_cube") and n != spec.object_name)
+    return [TaskSpec(spec.family, c).instruction for c in colours]
