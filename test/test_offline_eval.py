@@ -93,3 +93,32 @@ def test_command_end_to_end_on_a_tiny_bundle(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["episodes"] == 3 and report["phases"]["all"]["samples"] == 3 * 4
     assert np.isfinite(np.hstack(list(report["phases"]["all"].values()))).all()  # axis_corr: 3 values
+
+
+class Words:
+    """Moves 10 mm per step in x times the rank of its instruction (reads the words), or always 10 mm (does not)."""
+
+    noise_shape = (1, H, 7)
+
+    def __init__(self, instructions, reads: bool):
+        self.rank = {s: i + 1 for i, s in enumerate(sorted(instructions))}
+        self.reads = reads
+
+    def infer(self, obs, noise=None):
+        a = np.zeros((H, 7), np.float32)
+        a[:, 0], a[:, 6] = 0.01 * (self.rank[obs.instruction] if self.reads else 1), 1.0
+        return ActionChunk(actions=a, step_period_s=0.1)
+
+
+def test_words_mm_tells_a_model_that_reads_the_instruction_from_one_that_ignores_it():
+    eps = _episodes()
+    for i, ep in enumerate(eps):
+        ep.instruction = ("pick up the red cube", "pick up the green cube", "pick up the blue cube")[i]
+    words = [ep.instruction for ep in eps]
+    cams = ["front", "wrist"]
+    reads = offline_eval(Words(words, True), eps, cams, stride=2, progress=False, instructions=words)
+    ignores = offline_eval(Words(words, False), eps, cams, stride=2, progress=False, instructions=words)
+    # blue -> green -> red -> blue in sorted order: ranks 1 -> 2, 2 -> 3, 3 -> 1: 10, 10 and 20 mm per step
+    assert reads["all"].words_mm == pytest.approx((10 + 10 + 20) / 3)
+    assert ignores["all"].words_mm == 0.0
+    assert np.isnan(offline_eval(Words(words, True), eps, cams, stride=2, progress=False)["all"].words_mm)

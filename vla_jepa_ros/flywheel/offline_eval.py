@@ -18,6 +18,9 @@ Rows split the samples by phase: "reach" = before the first recorded gripper clo
     gripper_%     chunk steps whose open/closed command matches
     corr x/y/z    correlation of the model's steps with the demonstration's, per axis (1 = follows it, 0 = blind to
                   it): a model can score a fine xyz_mm on the large descending z steps and still not find the cube in x
+    words_mm      how far the chunk moves per step when the same images and state come with another instruction of
+                  the dataset (`instructions`): about 0 = the model does not read the instruction, and only the
+                  trajectory so far tells it which object it is after (it will pick the wrong one in closed loop)
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class PhaseErrors:
     yaw_deg: float = 0.0
     gripper_pct: float = 0.0
     axis_corr: tuple[float, float, float] = (float("nan"),) * 3  # x, y, z steps: model vs demonstration
+    words_mm: float = float("nan")  # chunk change per step under another instruction (nan: one instruction only)
 
     @property
     def ratio_to_zero(self) -> float:
@@ -60,16 +64,21 @@ def chunk_errors(predicted: np.ndarray, recorded: np.ndarray, gripper_threshold:
 
 
 def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: int = 0, total: int | None = None,
-                 progress: bool = True) -> dict[str, PhaseErrors]:
+                 progress: bool = True, instructions: list[str] | None = None) -> dict[str, PhaseErrors]:
     """policy: anything with infer(Observation, noise=...) -> ActionChunk and `noise_shape` (ModelPolicy);
     episodes: iterable (loaded lazily, `total` of them) of objects with frames (T, V, H, W, 3), states (T, S),
     actions (T, 7), instruction;
-    cameras: the dataset's camera names in view order. Returns phase -> PhaseErrors (means over samples)."""
+    cameras: the dataset's camera names in view order;
+    instructions: the dataset's instructions; with two or more, every sample is also run with the next one in
+    sorted order (same noise) for `words_mm`. Returns phase -> PhaseErrors (means over samples)."""
+    others = sorted(set(instructions or ()))
+    swap = {a: others[(i + 1) % len(others)] for i, a in enumerate(others)} if len(others) > 1 else {}
     if stride < 1:
         raise ValueError(f"stride={stride} must be >= 1")
     rng = np.random.default_rng(seed)
     sums = {p: dict.fromkeys(("xyz_mm", "zero_xyz_mm", "moved_xyz_mm", "yaw_deg", "gripper_pct"), 0.0) for p in PHASES}
     counts = dict.fromkeys(PHASES, 0)
+    words = {p: [] for p in PHASES}  # per sample: mean xyz change per step (mm) under another instruction
     steps: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in PHASES}  # (predicted, recorded) (H, 3)
     from tqdm import tqdm
 
@@ -85,12 +94,19 @@ def offline_eval(policy, episodes, cameras: list[str], stride: int = 3, seed: in
             predicted = np.asarray(policy.infer(obs, noise=noise).actions)
             recorded = ep.actions[np.minimum(np.arange(t, t + len(predicted)), n - 1)]
             errors = chunk_errors(predicted, recorded)
+            other = swap.get(ep.instruction)
+            if other is not None:
+                swapped = np.asarray(policy.infer(dataclasses.replace(obs, instruction=other), noise=noise).actions)
+                change_mm = float(np.linalg.norm(swapped[:, :3] - predicted[:, :3], axis=1).mean() * 1e3)
             for phase in ("all", "reach" if t < first_close else "after grasp"):
                 counts[phase] += 1
+                if other is not None:
+                    words[phase].append(change_mm)
                 steps[phase].append((predicted[:, :3], recorded[:, :3]))
                 for k, v in errors.items():
                     sums[phase][k] += v
     return {p: PhaseErrors(samples=counts[p], axis_corr=axis_correlations(steps[p]),
+                           words_mm=float(np.mean(words[p])) if words[p] else float("nan"),
                            **{k: v / counts[p] for k, v in sums[p].items()}) if counts[p]
             else PhaseErrors() for p in PHASES}
 
@@ -110,11 +126,11 @@ def axis_correlations(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float
 
 def format_table(report: dict[str, PhaseErrors]) -> str:
     rows = [f"{'phase':<12} {'samples':>7} {'xyz mm/step':>11} {'never-move':>10} {'ratio':>6} {'moves mm':>8} "
-            f"{'yaw deg':>7} {'gripper %':>9} {'corr x/y/z':>14}"]
+            f"{'yaw deg':>7} {'gripper %':>9} {'corr x/y/z':>14} {'words mm':>8}"]
     for phase, e in report.items():
         corr = "/".join(f"{c:.2f}" for c in e.axis_corr)
         rows.append(f"{phase:<12} {e.samples:>7} {e.xyz_mm:>11.2f} {e.zero_xyz_mm:>10.2f} {e.ratio_to_zero:>6.2f} "
-                    f"{e.moved_xyz_mm:>8.2f} {e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f} {corr:>14}")
+                    f"{e.moved_xyz_mm:>8.2f} {e.yaw_deg:>7.2f} {e.gripper_pct:>9.1f} {corr:>14} {e.words_mm:>8.2f}")
     return "\n".join(rows)
 
 
@@ -131,7 +147,9 @@ def run(bundle_path: str, dataset: str, stride: int, max_episodes: int, backend:
     if missing:
         raise SystemExit(f"dataset {dataset} has cameras {cameras}; bundle needs {list(policy.manifest.cameras)}")
     count = len(source) if max_episodes <= 0 else min(max_episodes, len(source))
-    report = offline_eval(policy, (source.load(i) for i in range(count)), cameras, stride=stride, total=count)
+    instructions = [e["instruction"] for e in source.meta["episodes"]]
+    report = offline_eval(policy, (source.load(i) for i in range(count)), cameras, stride=stride, total=count,
+                          instructions=instructions)
     print(f"{policy.model_id} on {dataset} ({count} episodes, every {stride}. step, noise scale {noise_scale:g})\n"
           + format_table(report))
     if out_json:
