@@ -10,6 +10,11 @@
 #      auxiliary object-position loss (simulation ground truth, training only) and the state normalised in-graph
 #   4. export both to bundles (ONNX, parity-checked); offline-eval both on held-out demonstrations (seconds), then
 #      evaluate both in the sim graph on held-out layouts
+#   5. (rounds 4-7 in models/tiny_sim/README.md) the round-3 bundle's own rollouts, recorded (DAgger), and DART
+#      episodes (the expert aiming off target); fine-tune on demonstrations + DART; convert every bag with
+#      counterfactual instructions (each reach phase again naming every other cube); fine-tune on demonstrations +
+#      counterfactual, then on counterfactual alone at 3x the learning rate, with and without the alignment loss;
+#      export and evaluate both. The JEPA bundle of that last stage is the shipped models/tiny_sim.
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
 # EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
@@ -69,4 +74,28 @@ $V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --ta
 $V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
 t5=$(stamp)
 echo "stage times (s): collect $((t1 - t0)), convert + layouts + pretrain $((t2 - t1)), train x2 $((t3 - t2)), export x2 $((t4 - t3)), eval x2 $((t5 - t4))"
-echo "ship it: $V/vla-jepa export $OUT/train_jepa/$step models/tiny_sim --model-id tiny-sim-jepa --no-torch-weights --overwrite"
+
+# ---- rounds 4-7: recovery data and counterfactual instructions (each stage 2000 steps x 16) ----
+tune() {  # tune OUT_DIR INIT LR SEED DATA... [-- EXTRA...]
+  local out=$1 init=$2 lr=$3 seed=$4; shift 4
+  [ -d "$out/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$@" --init-from "$init" --out-dir "$out" \
+      --threads $((THREADS * 2)) --train.total-steps 2000 --train.batch-size 16 --train.seed "$seed" --image-shift-px "$SHIFT_PX" \
+      --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm "$lr" --train.lr-action-head "$lr" --train.lr-predictor "$lr" \
+      --train.warmup-steps 50 ${EXTRA:-} > "$out.log" 2>&1
+}
+[ -d "$OUT/dagger_bags" ] || $V/vla-jepa eval "$OUT/bundle_jepa" \
+    --episodes 20 --seed 3000 --task-timeout-s 20 --out-dir "$OUT/dagger_rollouts" --record "$OUT/dagger_bags"
+[ -f "$OUT/dart_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/dart_bags" --episodes 30 --seed 5000 --aim-noise-m 0.015
+[ -f "$OUT/dart/meta.json" ] || $V/vla-jepa bags-to-dataset "$OUT/dart_bags" "$OUT/dart" --image-size-px 128 --no-lerobot --relabel-expert
+tune "$OUT/round5" "$OUT/train_jepa/$step" 1e-4 0 "$OUT/dataset" "$OUT/dart"
+[ -f "$OUT/cf/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger_bags" "$OUT/cf" \
+    --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
+tune "$OUT/round6" "$OUT/round5/step_002000" 1e-4 0 "$OUT/dataset" "$OUT/cf"
+tune "$OUT/round7_jepa" "$OUT/round6/step_002000" 3e-4 1 "$OUT/cf"
+EXTRA=--train.no-use-wm-loss tune "$OUT/round7_no_wm" "$OUT/round6/step_002000" 3e-4 1 "$OUT/cf"
+for variant in jepa no_wm; do
+  $V/vla-jepa export "$OUT/round7_$variant/step_002000" "$OUT/bundle7_$variant" --model-id "tiny-sim-$variant"
+  $V/vla-jepa offline-eval "$OUT/bundle7_$variant" "$OUT/heldout" --stride 3
+  $V/vla-jepa eval "$OUT/bundle7_$variant" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval7_$variant"
+done
+echo "ship it: $V/vla-jepa export $OUT/round7_jepa/step_002000 models/tiny_sim --model-id tiny-sim-jepa --no-torch-weights --overwrite"
