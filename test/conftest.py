@@ -20,10 +20,17 @@ os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
-    """Remove Fast DDS shared-memory files that no live process owns (e.g. from nodes a test SIGKILLed)."""
+    """Remove Fast DDS shared-memory files that no live process owns (e.g. from nodes a test SIGKILLed), and the
+    nodes' log folder when every test passed (kept, and named, after a failure)."""
+    import shutil
+
     from vla_jepa_ros.ros.shm import remove_stale_fastdds_files
 
     remove_stale_fastdds_files()
+    if exitstatus == 0:
+        shutil.rmtree(_LOG_DIR, ignore_errors=True)
+    else:
+        print(f"\nROS node logs of this session: {_LOG_DIR}")
 
 
 @pytest.fixture
