@@ -24,6 +24,7 @@ STATE_TOPIC = "/franka/state"
 CHUNK_TOPIC = "/vla/action_chunk"
 OBJECTS_TOPIC = "/sim/object_poses"  # simulation ground truth: kept as per-step object positions when recorded
 SUCCEEDED = "SUCCEEDED"
+GRIPPER_OPEN_DIM = STATE_DIM_NAMES.index("gripper_open")  # the commanded open flag in the state vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +157,7 @@ def read_episode(bag: Path, config: ConvertConfig):
         step_poses = [pose_stream.values[i] for i in pose_indices]
         actions = expert_actions(states, step_poses, instruction)
         if config.counterfactual_colours:  # same frames and states until the first close, another cube named
-            closed = np.nonzero(states[:, 7] < 0.5)[0]
+            closed = np.nonzero(states[:, GRIPPER_OPEN_DIM] < 0.5)[0]
             reach = int(closed[0]) if len(closed) else len(states)
             variants = [Episode(frames=frames[:reach], states=states[:reach],
                                 actions=expert_actions(states[:reach], step_poses[:reach], other),
