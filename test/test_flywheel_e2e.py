@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -25,22 +24,11 @@ def _run(*cmd, timeout_s=300):
     return proc.stdout
 
 
-def _front_frames(bag: Path) -> list:
-    from vla_jepa_ros.core.images import raw_to_rgb
-    from vla_jepa_ros.recording.reader import EpisodeReader
-
-    return [raw_to_rgb(m.data, m.width, m.height, m.step, m.encoding).astype(np.float32)
-            for _, _, m in EpisodeReader(bag).messages(["/cameras/front/image_raw"])]
-
-
 def test_collect_convert_train_export_eval(tmp_path):
     bags, data, train, bundle = tmp_path / "bags", tmp_path / "data", tmp_path / "train", tmp_path / "bundle"
     _run("vla-jepa", "collect", bags, "--episodes", 1, "--seed", 3, "--robot-host", HOST)
     episodes = sorted(p for p in bags.iterdir() if (p / "episode.yaml").exists())
     assert len(episodes) == 2  # one per task family
-    # the second episode's first frame already shows its own layout, not the first episode's last scene
-    first, last = _front_frames(episodes[1])[0], _front_frames(episodes[0])[-1]
-    assert np.abs(first - last).mean() > 1.5  # a stale first frame measured 0.1-0.4 here, a fresh one 3.5-11
     out = _run("vla-jepa", "bags-to-dataset", bags, data, "--image-size-px", 128)
     assert "kept 2/2 episodes" in out
     assert len(list(data.glob("episode_*.npz"))) == 2 and (data / "lerobot_v3").is_dir()
