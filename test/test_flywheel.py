@@ -2,7 +2,7 @@
 import pytest
 
 from vla_jepa_ros.core.stats import wilson_interval
-from vla_jepa_ros.flywheel.sim_episodes import EpisodeResult, episode_instructions, success_table
+from vla_jepa_ros.flywheel.sim_episodes import EpisodeResult, episode_instructions, episode_table, success_table
 from vla_jepa_ros.sim.tasks import parse_instruction
 
 
@@ -34,3 +34,12 @@ def test_success_table_per_family():
     assert "2/3" in lines["pick_up"] and "67 %" in lines["pick_up"]
     assert "0/1" in lines["put_in_bowl"] and "[0, 79] %" in lines["put_in_bowl"]
     assert "2/4" in lines["all"]
+
+
+def test_episode_table_says_why_a_task_was_aborted():
+    rows = [EpisodeResult(0, 7, "pick up the red cube", "t0", "ABORTED", 16.2, 20.0, 80,
+                          message="robot fault: homing did not reach home_q_rad"),
+            EpisodeResult(1, 8, "pick up the blue cube", "t1", "FAILED", 30.0, 36.0, 150, message="timed out after 30 s")]
+    aborted, timed_out = episode_table(rows).splitlines()[1:]
+    assert aborted.endswith("pick up the red cube  (robot fault: homing did not reach home_q_rad)")
+    assert timed_out.endswith("pick up the blue cube")  # a timeout is what FAILED means here: no note

@@ -250,3 +250,19 @@ def test_homing_runs_in_ticks_and_the_estop_cancels_it(world, arm):
     p_home = rig.pos()
     rig.run(0.5)
     assert np.linalg.norm(rig.pos() - p_home) < HOLD_TOL_M, "the chunk from before the end of homing must not run"
+
+
+def test_a_homing_that_times_out_faults_and_the_next_task_starts_without_that_fault(world, arm):
+    rig = Rig(world, arm)
+    rig.run(1.0, every_s=0.2, make=lambda: rig.chunk([0.03, 0.0, -0.03, 0, 0, 0]))
+    rig.run(0.3)
+    impatient = ArmController(arm, ChunkExecutor(ExecutorConfig()), SafetyEnvelope(SAFETY),
+                              ControllerConfig(dry_run=False, home_on_task_start=True, home_timeout_s=0.05))
+    impatient.set_task("far-from-home", world.time_s)
+    impatient.finish_homing(lambda: world.time_s)
+    assert impatient.report.fault and "home_timeout_s=0.05" in impatient.report.error
+    assert impatient.report.mode is Mode.HOLDING
+    impatient.set_task("next", world.time_s)  # a fresh attempt: the task manager must not abort it for the old fault
+    assert impatient.homing and not impatient.report.fault and impatient.report.error == ""
+    impatient.set_task("", world.time_s)
+    Rig(world, arm)  # home again for the tests after this one

@@ -6,7 +6,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from vla_jepa_interfaces.action import RunTask
-from vla_jepa_interfaces.msg import TaskStatus
+from vla_jepa_interfaces.msg import RobotState, TaskStatus
 from vla_jepa_interfaces.srv import ExecuteTask
 from vla_jepa_ros.bringup import Bringup
 
@@ -79,6 +79,26 @@ def test_finish_task_and_reinstruct(graph):
     res2 = execute(client, "again")
     client.call(SetBool, "/vla/finish_task", SetBool.Request(data=False))
     client.wait_status(res2.task_id, TaskStatus.FAILED)
+
+
+def test_robot_fault_of_the_running_task_aborts_it(graph):
+    _, client = graph
+    pub = client.node.create_publisher(RobotState, "/franka/state", 10)
+    client.wait_for(lambda: pub.get_subscription_count() > 0, 5, "task_manager subscribing /franka/state")
+    res = execute(client, "pick up the red cube", timeout_s=20.0)
+    client.wait_status(res.task_id, TaskStatus.RUNNING)
+    # a fault reported for another task (the previous one, before the controller switched) is not this task's
+    for mode, task_id in ((RobotState.MODE_FAULT, "task-9999"), (RobotState.MODE_HOLDING, res.task_id)):
+        pub.publish(RobotState(mode=mode, task_id=task_id, error="old reflex"))
+    time.sleep(0.5)
+    assert client.latest_status().task_id == res.task_id and client.latest_status().state == TaskStatus.RUNNING
+    for _ in range(5):  # a fault repeats at the state rate; the task ends once
+        pub.publish(RobotState(mode=RobotState.MODE_FAULT, task_id=res.task_id, error="homing did not reach home"))
+    status = client.wait_status(res.task_id, TaskStatus.ABORTED, timeout_s=5)
+    assert status.message == "robot fault: homing did not reach home"
+    next_task = execute(client, "pick up the blue cube")  # the machine takes the next task as usual
+    assert next_task.accepted, next_task.message
+    stop(client)
 
 
 def test_status_is_transient_local_for_late_joiners(graph):

@@ -42,6 +42,7 @@ class EpisodeResult:
     wall_s: float
     chunks: int
     strip: str = ""
+    message: str = ""  # the task manager's reason for the outcome (e.g. "timed out after 30 s", "robot fault: ...")
 
     @property
     def success(self) -> bool:
@@ -95,7 +96,7 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
                 strip = save_strip(frames, Path(out_dir) / f"episode_{k:03d}_seed_{seed + k}.png") if out_dir else None
                 results.append(EpisodeResult(k, seed + k, instruction, reply.task_id,
                                              OUTCOMES.get(final.state, str(final.state)), float(final.elapsed_s),
-                                             time.monotonic() - wall0, chunks, str(strip or "")))
+                                             time.monotonic() - wall0, chunks, str(strip or ""), final.message))
                 bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
         finally:
             probe.close()
@@ -122,5 +123,6 @@ def success_table(results: list[EpisodeResult]) -> str:
 def episode_table(results: list[EpisodeResult]) -> str:
     lines = [f"{'ep':>3} {'seed':>5}  {'outcome':10} {'sim s':>6} {'wall s':>6} {'chunks':>6}  instruction"]
     lines += [f"{r.episode:3d} {r.seed:5d}  {r.outcome:10} {r.elapsed_s:6.1f} {r.wall_s:6.1f} {r.chunks:6d}  "
-              f"{r.instruction}" for r in results]
+              f"{r.instruction}" + (f"  ({r.message})" if r.outcome in ("ABORTED", "CANCELED") else "")
+              for r in results]
     return "\n".join(lines)

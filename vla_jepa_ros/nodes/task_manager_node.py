@@ -1,4 +1,8 @@
-"""task_manager: the one place tasks start and end (services, action, stop, finish, re-instruct, status)."""
+"""task_manager: the one place tasks start and end (services, action, stop, finish, re-instruct, status).
+
+A controller fault during the running task (RobotState.mode == MODE_FAULT for that task, e.g. a reflex or a
+homing that did not reach home) ends the task ABORTED with the controller's error: the arm holds, and the caller
+learns why at once instead of after the timeout."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +16,10 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from vla_jepa_interfaces.action import RunTask
-from vla_jepa_interfaces.msg import ActionChunk, TaskStatus
+from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
 from vla_jepa_interfaces.srv import ExecuteTask
 
-from ..core.task import TaskConfig, TaskMachine
+from ..core.task import Decision, TaskConfig, TaskMachine
 from ..core.types import TaskState
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
@@ -45,6 +49,7 @@ class TaskManagerNode(Node):
         self.create_service(SetBool, "/vla/finish_task", self._on_finish)
         self.create_subscription(String, "/vla/instruction", self._on_instruction, RELIABLE_QOS)
         self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
+        self.create_subscription(RobotState, "/franka/state", self._on_robot_state, RELIABLE_QOS)
         self.create_timer(1.0 / status_rate_hz, self._tick)
         # An action goal lives as long as its task, and rclpy runs execute_callback to completion (an awaiting
         # coroutine is resumed on every executor pass: a busy loop). So the action server sits on a helper node
@@ -108,6 +113,20 @@ class TaskManagerNode(Node):
             if self._machine.running and msg.task_id == self._machine.status(0.0).task_id:
                 self._machine.add_steps(1)
                 self._last_latency_ms = msg.inference_ms
+
+    def _on_robot_state(self, msg: RobotState) -> None:
+        if msg.mode != RobotState.MODE_FAULT or not msg.task_id:
+            return
+        def abort() -> Decision:  # under the lock: the task may have ended since the check below
+            if self._machine.running and msg.task_id == self._machine.status(0.0).task_id:
+                return self._machine.finish(TaskState.ABORTED, f"robot fault: {msg.error or 'no message'}",
+                                            self._now_s())
+            return Decision(False, f"robot fault for task {msg.task_id}, which is no longer running")
+
+        with self._lock:
+            current = self._machine.running and msg.task_id == self._machine.status(0.0).task_id
+        if current:  # faults repeat at the state rate: only the first one reaches the machine
+            self._apply(abort)
 
     def _tick(self) -> None:
         with self._lock:

@@ -90,12 +90,19 @@ class ArmController:
         self._target_p = self._target_r = None
         self._homing = None
         self.report.steps_clipped = 0
+        if task_id:  # a new task starts without the last one's fault: if it persists, homing reports it again
+            self.report.fault, self.report.error = False, ""
         if task_id and self.config.home_on_task_start and not self.config.dry_run and not self.executor.estop:
             self._homing = _Homing(deadline_s=now_s + self.config.home_timeout_s)
             try:
                 self.arm.set_gripper(True)
                 self.report.gripper_open_commanded = True
-                if self.arm.poll():
+                try:
+                    running = self.arm.poll()
+                except ArmError:  # the last motion ended in an error (e.g. stopped by a homing timeout): clear it
+                    self.arm.recover()
+                    running = False
+                if running:
                     self.arm.stop()
             except ArmError as exc:
                 self._homing = None
