@@ -74,27 +74,3 @@ def test_the_policy_node_parameters_reach_the_expert():
     assert expert.model_id == "scripted-expert+aim-noise-10mm"  # recorded in every bag's episode.yaml
     with pytest.raises(ValueError, match="aim_noise_m=0.2"):
         make_policy(PolicyNodeConfig(policy="expert", expert_aim_noise_m=0.2), BackendParams())
-
-
-def plan_from(ee_xyz, instruction="pick up the red cube"):
-    state = HOME.copy()
-    state[:3] = ee_xyz
-    obs = Observation({}, {"front": 0.0}, state, instruction, task_id="task-0001", extras={"object_poses": POSES})
-    return ScriptedExpertPolicy().plan(obs)
-
-
-def test_a_near_miss_is_corrected_sideways_at_the_clearance_height_not_by_going_back_up():
-    c = ExpertConfig()
-    clear_z = CUBE[2] + c.recover_clearance_m
-    # beside the cube at grasp height: rise only until the fingertips clear the cube tops
-    actions, phase = plan_from(CUBE + np.array([0.025, 0.0, c.grasp_offset_m]))
-    assert phase == "rise"
-    np.testing.assert_allclose(actions[:, 2].sum(), clear_z - (CUBE[2] + c.grasp_offset_m), atol=1e-9)
-    assert np.abs(actions[:, :2]).max() < 1e-12
-    # at the clearance height and 4 cm off: straight across, same height
-    actions, phase = plan_from(np.array([CUBE[0] + 0.04, CUBE[1], clear_z]))
-    assert phase == "approach" and abs(actions[:, 2].sum()) < 1e-12
-    np.testing.assert_allclose(direction(actions[:, :2].sum(0)), [-1.0, 0.0], atol=1e-9)
-    # far off (beyond local_radius_m): back to the approach height for the trip
-    actions, phase = plan_from(np.array([CUBE[0] + 0.10, CUBE[1], clear_z]))
-    assert phase == "approach" and actions[:, 2].sum() > 0.04

@@ -40,8 +40,6 @@ class ExpertConfig:
     carry_height_m: float = 0.16  # TCP height while carrying over the table
     lift_height_m: float = 0.20  # pick up: TCP height to hold the cube at
     release_height_m: float = 0.075  # put in bowl: TCP height above the bowl base when opening
-    recover_clearance_m: float = 0.05  # off to the side near the table: rise only to cube centre + this, then correct
-    local_radius_m: float = 0.06  # closer than this (xy) to the aim point: corrections stay at the clearance height
     xy_tolerance_m: float = 0.008
     z_tolerance_m: float = 0.008
     yaw_tolerance_rad: float = 0.08
@@ -157,14 +155,10 @@ class ScriptedExpertPolicy:
         above = np.array([aim_p[0], aim_p[1], cube_p[2] + c.approach_height_m])
         xy_err = float(np.linalg.norm(aim_p[:2] - ee[:2]))
         if xy_err > c.xy_tolerance_m or abs(wrap_angle(grasp_yaw - yaw_now)) > c.yaw_tolerance_rad:
-            clear_z = cube_p[2] + c.recover_clearance_m  # fingertips clear of the cube tops
             if ee[2] < cube_p[2] + 0.04 and xy_err > 0.02:  # low and off to the side: rise before moving over
-                return self._toward(ee, rot, np.array([*ee[:2], clear_z]), target_rot, GRIPPER_OPEN), "rise"
-            # far: travel between approach height and 10 cm above it; near: correct at the current height, but
-            # never below the clearance height (a small miss is fixed sideways, not by going back up 10 cm)
-            low = above[2] if xy_err > c.local_radius_m else min(clear_z, above[2])
-            z_goal = ee[2] if xy_err <= 0.03 else max(min(ee[2], above[2] + 0.1), low)
-            return self._toward(ee, rot, np.array([*above[:2], z_goal]), target_rot, GRIPPER_OPEN), "approach"
+                return self._toward(ee, rot, np.array([*ee[:2], above[2]]), target_rot, GRIPPER_OPEN), "rise"
+            return self._toward(ee, rot, np.array([*above[:2], max(min(ee[2], above[2] + 0.1), above[2]) if xy_err > 0.03 else ee[2]]),
+                                target_rot, GRIPPER_OPEN), "approach"
         if width < c.open_width_m:
             return self._hold(GRIPPER_OPEN), "wait for open"
         grasp = np.array([aim_p[0], aim_p[1], cube_p[2] + c.grasp_offset_m])
