@@ -30,6 +30,9 @@ from ..ros.qos import RELIABLE_QOS, STATUS_QOS
 class StatusParams:
     status_rate_hz: float = dataclasses.field(
         default=2.0, metadata={"help": "republish /vla/task_status at this rate (keeps elapsed_s fresh), Hz"})
+    abort_on_robot_fault: bool = dataclasses.field(
+        default=True, metadata={"help": "end the running task ABORTED when /franka/state reports a fault for it "
+                                        "(false: the controller recovers and the task goes on)"})
 
     def __post_init__(self) -> None:
         if not 0 < self.status_rate_hz <= 100:
@@ -40,7 +43,8 @@ class TaskManagerNode(Node):
     def __init__(self) -> None:
         super().__init__("task_manager")
         config = declare_params(self, TaskConfig)
-        status_rate_hz = declare_params(self, StatusParams).status_rate_hz
+        params = declare_params(self, StatusParams)
+        status_rate_hz = params.status_rate_hz
         self._machine = TaskMachine(config)
         self._lock = threading.Lock()
         self._status_pub = self.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
@@ -49,7 +53,8 @@ class TaskManagerNode(Node):
         self.create_service(SetBool, "/vla/finish_task", self._on_finish)
         self.create_subscription(String, "/vla/instruction", self._on_instruction, RELIABLE_QOS)
         self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
-        self.create_subscription(RobotState, "/franka/state", self._on_robot_state, RELIABLE_QOS)
+        if params.abort_on_robot_fault:
+            self.create_subscription(RobotState, "/franka/state", self._on_robot_state, RELIABLE_QOS)
         self.create_timer(1.0 / status_rate_hz, self._tick)
         # An action goal lives as long as its task, and rclpy runs execute_callback to completion (an awaiting
         # coroutine is resumed on every executor pass: a busy loop). So the action server sits on a helper node
