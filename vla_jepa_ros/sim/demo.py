@@ -197,7 +197,8 @@ def run_demo(episodes: int = 1, seed: int = 0, out_dir: str = "demo_out", policy
                      "chunk_age_at_receipt_ms_p95": float(np.percentile(ages, 95)),
                      "strip": str(strip) if strip else "", "message": final.message}
                 results.append(r)
-                say(f"[demo] episode {k + 1}/{episodes} seed {seed + k}: {outcome} in {r['task_elapsed_s']:.1f} s sim "
+                why = "" if r["success"] else f" ({final.message})"
+                say(f"[demo] episode {k + 1}/{episodes} seed {seed + k}: {outcome}{why} in {r['task_elapsed_s']:.1f} s sim "
                     f"({wall:.1f} s wall, RTF {r['real_time_factor']:.2f}); chunks {r['chunks']}, steps "
                     f"{r['steps_executed']}, clipped {r['steps_clipped']}, stale {r['chunks_stale']}; inference p50 "
                     f"{r['inference_ms_p50']:.2f} ms; chunk age at receipt p50 {r['chunk_age_at_receipt_ms_p50']:.0f} ms "
