@@ -19,7 +19,7 @@ from vla_jepa_interfaces.action import RunTask
 from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
 from vla_jepa_interfaces.srv import ExecuteTask
 
-from ..core.task import Decision, TaskConfig, TaskMachine
+from ..core.task import TaskConfig, TaskMachine
 from ..core.types import TaskState
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
@@ -44,7 +44,6 @@ class TaskManagerNode(Node):
         super().__init__("task_manager")
         config = declare_params(self, TaskConfig)
         params = declare_params(self, StatusParams)
-        status_rate_hz = params.status_rate_hz
         self._machine = TaskMachine(config)
         self._lock = threading.Lock()
         self._status_pub = self.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
@@ -55,7 +54,7 @@ class TaskManagerNode(Node):
         self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
         if params.abort_on_robot_fault:
             self.create_subscription(RobotState, "/franka/state", self._on_robot_state, RELIABLE_QOS)
-        self.create_timer(1.0 / status_rate_hz, self._tick)
+        self.create_timer(1.0 / params.status_rate_hz, self._tick)
         # An action goal lives as long as its task, and rclpy runs execute_callback to completion (an awaiting
         # coroutine is resumed on every executor pass: a busy loop). So the action server sits on a helper node
         # with its own two-thread executor: one thread waits out the goal, the other answers new goals, cancels
@@ -120,18 +119,15 @@ class TaskManagerNode(Node):
                 self._last_latency_ms = msg.inference_ms
 
     def _on_robot_state(self, msg: RobotState) -> None:
-        if msg.mode != RobotState.MODE_FAULT or not msg.task_id:
+        if msg.mode != RobotState.MODE_FAULT:
             return
-        def abort() -> Decision:  # under the lock: the task may have ended since the check below
-            if self._machine.running and msg.task_id == self._machine.status(0.0).task_id:
-                return self._machine.finish(TaskState.ABORTED, f"robot fault: {msg.error or 'no message'}",
+        with self._lock:  # faults repeat at the state rate: once the task has ended they match nothing
+            if not (self._machine.running and msg.task_id == self._machine.status(0.0).task_id):
+                return
+            decision = self._machine.finish(TaskState.ABORTED, f"robot fault: {msg.error or 'no message'}",
                                             self._now_s())
-            return Decision(False, f"robot fault for task {msg.task_id}, which is no longer running")
-
-        with self._lock:
-            current = self._machine.running and msg.task_id == self._machine.status(0.0).task_id
-        if current:  # faults repeat at the state rate: only the first one reaches the machine
-            self._apply(abort)
+            self._publish()
+        self.get_logger().warning(decision.message)
 
     def _tick(self) -> None:
         with self._lock:
