@@ -134,3 +134,35 @@ def test_task_change_drops_chunk_and_resets_counters():
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ExecutorConfig(**kwargs)
+
+
+def test_skip_late_steps_starts_at_the_step_due_by_the_stamp():
+    ex = ChunkExecutor(ExecutorConfig(chunk_timeout_s=1.0, max_chunk_age_s=0.5, skip_late_steps=True))
+    ex.set_task("t1", 0.0)
+    # captured at 1.0, arrives 0.107 s later: step 0 belonged at 1.0, step 1 at 1.1 -> start at step 1, at once
+    assert ex.submit(chunk(stamp=1.0), 1.107).verdict is Verdict.ACCEPTED
+    d = ex.step(1.107)
+    assert d.new_chunk and float(d.action[0]) == 1.0
+    steps = run(ex, 1.11, 2.0)
+    assert [v for _, v in steps] == [2, 3, 4, 5, 6]
+    np.testing.assert_allclose(np.diff([t for t, _ in steps]), 0.1, atol=0.011)
+
+
+@pytest.mark.parametrize("age_s, first", [(0.0, 0), (0.049, 0), (0.051, 1), (0.26, 3), (0.49, 5)])
+def test_late_steps_rounds_the_age_to_whole_steps(age_s, first):
+    assert ChunkExecutor.late_steps(chunk(stamp=2.0), 2.0 + age_s) == first
+
+
+def test_late_steps_always_keeps_the_last_step():
+    c = chunk(stamp=0.0, horizon=3, period=0.05)
+    assert ChunkExecutor.late_steps(c, 0.4) == 2  # 8 periods old, but only 3 steps
+    ex = ChunkExecutor(ExecutorConfig(chunk_timeout_s=1.0, max_chunk_age_s=0.5, skip_late_steps=True))
+    ex.set_task("t1", 0.0)
+    ex.submit(c, 0.4)
+    assert [v for _, v in run(ex, 0.4, 1.0)] == [2]
+
+
+def test_without_skip_late_steps_a_late_chunk_starts_at_step_0():
+    ex = running()
+    ex.submit(chunk(stamp=1.0), 1.3)
+    assert [v for _, v in run(ex, 1.3, 2.2)] == [0, 1, 2, 3, 4, 5, 6]

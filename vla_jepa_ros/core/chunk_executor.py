@@ -2,7 +2,10 @@
 
 The controller node calls `submit(chunk, now_s)` for every chunk message and `step(now_s)` from its control
 timer. Step i of an accepted chunk is due at `received_s + i * step_period_s`; a newer chunk replaces the rest
-of the older one (its step 0 is due at once). Times are seconds on the node's clock (sim time in simulation).
+of the older one (its step 0 is due at once). With `skip_late_steps`, a chunk starts at the step that is due now
+on its own timeline (step i belongs at `stamp_s + i * step_period_s`, the stamp being the capture time of its
+observation): the steps that inference latency has already overtaken are skipped instead of executed late.
+Times are seconds on the node's clock (sim time in simulation).
 """
 from __future__ import annotations
 
@@ -27,6 +30,10 @@ class ExecutorConfig:
         default=0.02, metadata={"help": "shortest step period accepted (s)"})
     max_step_period_s: float = dataclasses.field(
         default=1.0, metadata={"help": "longest step period accepted (s)"})
+    skip_late_steps: bool = dataclasses.field(
+        default=False, metadata={"help": "start each chunk at the step due now by its stamp (latency "
+                                         "compensation): round(age / step_period_s) steps are skipped, the last "
+                                         "step is always kept"})
 
     def __post_init__(self) -> None:
         if not self.chunk_timeout_s > 0:
@@ -103,6 +110,7 @@ class ChunkExecutor:
         self._chunk: ActionChunk | None = None
         self._received_s = 0.0
         self._next_index = 0
+        self._first_index = 0
         self._last_fresh_s: float | None = None
         self._last_sequence: int | None = None
         self.accepted = 0
@@ -138,9 +146,11 @@ class ChunkExecutor:
         result = self._judge(chunk, now_s)
         if result.verdict is Verdict.ACCEPTED:
             self.accepted += 1
+            # steps [0, first) were due before the chunk arrived; step `first` is due at once
+            first = self.late_steps(chunk, now_s) if self.config.skip_late_steps else 0
             self._chunk = chunk
-            self._received_s = now_s
-            self._next_index = 0
+            self._received_s = now_s - first * chunk.step_period_s
+            self._next_index = self._first_index = first
             self._last_fresh_s = now_s
             self._last_sequence = chunk.sequence
         else:
@@ -150,6 +160,12 @@ class ChunkExecutor:
                 self.rejected += 1
             self.last_reason = result.reason
         return result
+
+    @staticmethod
+    def late_steps(chunk: ActionChunk, now_s: float) -> int:
+        """Steps of `chunk` whose time (stamp + i * period) is past by more than half a period, at most H - 1."""
+        age_steps = (now_s - chunk.stamp_s) / chunk.step_period_s
+        return int(min(max(np.floor(age_steps + 0.5), 0), chunk.horizon - 1))
 
     def _judge(self, chunk: ActionChunk, now_s: float) -> SubmitResult:
         if self.estop:
@@ -188,7 +204,7 @@ class ChunkExecutor:
         if now_s < due_s:
             return StepDecision(Mode.EXECUTING, reason="between steps")
         action = chunk.actions[self._next_index].astype(float)
-        first = self._next_index == 0
+        first = self._next_index == self._first_index
         self._next_index += 1
         self.steps_executed += 1
         return StepDecision(Mode.EXECUTING, action, chunk.step_period_s, new_chunk=first, chunk_stamp_s=chunk.stamp_s)

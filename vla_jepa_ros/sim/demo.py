@@ -88,7 +88,7 @@ class GraphProbe:
         while not self.execute.wait_for_service(timeout_sec=0.5):
             if time.monotonic() > deadline:
                 raise TimeoutError("/vla/execute_task did not appear (is the task_manager running?)")
-        future = self.execute.call_async(self.ExecuteTask.Request(instruction=instruction, timeout_s=timeout_s,
+        future = self.execute.call_async(self.ExecuteTask.Request(instruction=instruction, timeout_s=float(timeout_s),
                                                                   record=record))
         while not future.done():
             if time.monotonic() > deadline:
