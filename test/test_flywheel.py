@@ -1,8 +1,9 @@
-"""Pure parts of collect/eval: instruction schedule and the success table with Wilson intervals."""
+"""Pure parts of collect/eval: instruction schedules, the success table with Wilson intervals, the paired table."""
 import pytest
 
 from vla_jepa_ros.core.stats import wilson_interval
-from vla_jepa_ros.flywheel.sim_episodes import EpisodeResult, episode_instructions, episode_table, success_table
+from vla_jepa_ros.flywheel.sim_episodes import (EpisodeResult, episode_instructions, episode_table, paired_table,
+                                                same_layout_instructions, success_table)
 from vla_jepa_ros.sim.tasks import parse_instruction
 
 
@@ -43,3 +44,29 @@ def test_episode_table_says_why_a_task_was_aborted():
     aborted, timed_out = episode_table(rows).splitlines()[1:]
     assert aborted.endswith("pick up the red cube  (robot fault: homing did not reach home_q_rad)")
     assert timed_out.endswith("pick up the blue cube")  # a timeout is what FAILED means here: no note
+
+
+def test_same_layout_instructions_name_the_same_cube_for_every_family():
+    per_family = same_layout_instructions(5, seed=4)
+    assert list(per_family) == ["pick_up", "put_in_bowl"]
+    picks, puts = ([parse_instruction(i) for i in per_family[f]] for f in ("pick_up", "put_in_bowl"))
+    assert [s.family for s in picks] == ["pick_up"] * 5 and [s.family for s in puts] == ["put_in_bowl"] * 5
+    assert [s.object_name for s in picks] == [s.object_name for s in puts]
+    assert len({s.object_name for s in picks}) > 1  # colours vary over the layouts
+    assert same_layout_instructions(5, seed=4) == per_family != same_layout_instructions(5, seed=5)
+    with pytest.raises(ValueError, match="unknown task families"):
+        same_layout_instructions(1, families=("juggle",))
+
+
+def test_paired_table_compares_families_layout_by_layout():
+    outcomes = {10: ("SUCCEEDED", "SUCCEEDED"), 11: ("SUCCEEDED", "FAILED"), 12: ("FAILED", "FAILED"),
+                13: ("SUCCEEDED", "ABORTED")}
+    rows = [EpisodeResult(0, seed, f"pick up the {c} cube", "t", pick, 9.0, 9.0, 9)
+            for seed, (pick, _), c in zip(outcomes, outcomes.values(), ["red", "green", "blue", "red"])]
+    rows += [EpisodeResult(0, seed, f"put the {c} cube in the bowl", "t", put, 9.0, 9.0, 9)
+             for seed, (_, put), c in zip(outcomes, outcomes.values(), ["red", "green", "blue", "red"])]
+    rows.append(EpisodeResult(0, 14, "pick up the red cube", "t", "SUCCEEDED", 9.0, 9.0, 9))  # no put run: left out
+    table = paired_table(rows).splitlines()
+    assert table[1].split() == ["10", "red", "S", "S"] and table[2].split() == ["11", "green", "S", "F"]
+    assert table[4].split() == ["13", "red", "S", "F"] and not any(line.startswith("    14") for line in table)
+    assert table[-1] == "4 layouts: both 1, only pick_up 2, only put_in_bowl 0, neither 1"

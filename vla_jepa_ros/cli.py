@@ -376,11 +376,15 @@ def _eval(argv: list[str]) -> int:
     _backend_args(p)
     p.add_argument("--out-dir", default="eval_out", help="image strips and eval_results.json")
     p.add_argument("--record", default=None, metavar="DIR", help="also record every episode as a bag in DIR")
+    p.add_argument("--same-layouts", action="store_true",
+                   help="every family on the same layouts and cube (episode k: layout seed + k; one graph per "
+                        "family, strips in OUT_DIR/FAMILY) and a table comparing families layout by layout; "
+                        "without it families alternate over the layouts, so family rates mix task and layout")
     a = p.parse_args(argv)
     from .flywheel.commands import evaluate
 
     return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s, a.robot_host, a.noise_scale)
+                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts)
 
 
 @command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")

@@ -193,6 +193,39 @@ def test_idle_steps_can_be_dropped(tiny_model):
     assert len(ds) == 10 and (0, 3) not in ds.index and (0, 5) in ds.index
 
 
+def test_grasp_mask_marks_the_steps_up_to_each_close():
+    from vla_jepa.data import grasp_mask
+
+    a = np.zeros((20, 7), np.float32)
+    a[:, 6] = 1.0  # open
+    a[8:12, 6] = 0.0  # closes at 8, opens at 12
+    a[17:, 6] = 0.0  # closes again at 17
+    assert np.flatnonzero(grasp_mask(a, 3)).tolist() == [6, 7, 8, 15, 16, 17]
+    assert np.flatnonzero(grasp_mask(a, 30)).tolist() == list(range(0, 18))  # windows clip at the start
+    a[:, 6] = 0.0  # closed throughout: no close event
+    assert not grasp_mask(a, 3).any()
+
+
+def test_grasp_steps_are_oversampled(tiny_model):
+    from vla_jepa.data import InMemoryEpisodeSource
+    from vla_jepa.normalize import compute_stats
+
+    eps = _episodes(2, length=12)
+    for ep in eps:
+        ep.actions[:, -1] = 1.0
+        ep.actions[7:, -1] = 0.0  # one close, at step 7
+    src = InMemoryEpisodeSource(eps)
+    args = (tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout, compute_stats(eps[0].actions))
+    plain = RobotDataset(src, *args)
+    ds = RobotDataset(src, *args, grasp_repeat=3, grasp_window=4)
+    assert len(plain) == 24 and plain.grasp_samples == 0
+    assert ds.grasp_samples == 2 * 4 * 2 and len(ds) == 24 + 16
+    assert sorted(set(ds.index)) == sorted(plain.index)  # nothing new, only repeats
+    assert ds.index.count((1, 7)) == 3 and ds.index.count((1, 3)) == 1 and ds.index.count((0, 4)) == 3
+    with pytest.raises(ValueError, match="grasp_repeat=0"):
+        RobotDataset(src, *args, grasp_repeat=0)
+
+
 def test_random_shift_translates_each_view_and_leaves_video_alone(tiny_model):
     from vla_jepa.data import InMemoryEpisodeSource, random_shift
     from vla_jepa.normalize import compute_stats

@@ -471,6 +471,17 @@ def idle_mask(actions: np.ndarray, xyz_threshold: float = 5e-4) -> np.ndarray:
     return moving | grip_change
 
 
+def grasp_mask(actions: np.ndarray, window: int) -> np.ndarray:
+    """(T, A) actions -> (T,) bool, True on the `window` steps up to and including each gripper close (the last
+    action dim falling through 0.5): the approach and close that a grasp hangs on, a few steps per episode."""
+    closed = actions[:, -1] < 0.5
+    closes = np.flatnonzero(closed[1:] & ~closed[:-1]) + 1
+    mask = np.zeros(len(actions), bool)
+    for t in closes:
+        mask[max(0, t - window + 1):t + 1] = True
+    return mask
+
+
 def random_shift(images: np.ndarray, max_shift_px: int) -> np.ndarray:
     """(V, C, H, W) -> same shape, each view translated by its own random (dy, dx) in [-max_shift_px, max_shift_px],
     edges replicated (the random-shift augmentation of DrQ / Diffusion Policy's random crop, without rescaling).
@@ -492,7 +503,9 @@ class RobotDataset(torch.utils.data.Dataset):
 
     def __init__(self, source: EpisodeSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout, stats: dict,
                  cache_episodes: bool = True, drop_idle: bool = False, idle_xyz: float = 5e-4,
-                 image_shift_px: int = 0) -> None:
+                 image_shift_px: int = 0, grasp_repeat: int = 1, grasp_window: int = 10) -> None:
+        if grasp_repeat < 1 or grasp_window < 1:
+            raise ValueError(f"grasp_repeat={grasp_repeat} and grasp_window={grasp_window} must be >= 1")
         if image_shift_px < 0 or image_shift_px >= cfg.image_size // 2:
             raise ValueError(f"image_shift_px={image_shift_px} must be in [0, image_size/2 = {cfg.image_size // 2})")
         self.source, self.cfg, self.tok, self.layout, self.stats = source, cfg, tokenizer, layout, stats
@@ -511,9 +524,16 @@ class RobotDataset(torch.utils.data.Dataset):
                                 np.maximum(np.asarray(info["std_m"], np.float32), 1e-3))
         self._cache: dict[int, dict] = {}
         self.index = []
+        self.grasp_samples = 0  # extra index entries from grasp_repeat
         for e in range(len(source)):
-            keep = idle_mask(source.load(e).actions, idle_xyz) if drop_idle else None
+            actions = source.load(e).actions if drop_idle or grasp_repeat > 1 else None
+            keep = idle_mask(actions, idle_xyz) if drop_idle else None
             self.index += [(e, t) for t in range(source.episode_length(e)) if keep is None or keep[t]]
+            if grasp_repeat > 1:  # oversample the grasps: their steps appear grasp_repeat times per epoch
+                extra = [(e, int(t)) for t in np.flatnonzero(grasp_mask(actions, grasp_window))
+                         if keep is None or keep[t]] * (grasp_repeat - 1)
+                self.index += extra
+                self.grasp_samples += len(extra)
         if not self.index:
             raise DataError("robot dataset has no samples")
 

@@ -48,6 +48,8 @@ class TrainArgs:
     synthetic_length: int = 24
     drop_idle_frames: bool = False  # drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code
     image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
+    grasp_repeat: int = 1  # >1: the steps up to each gripper close appear this many times per epoch (oversampling)
+    grasp_window: int = 10  # how many steps up to (and with) each close count as the grasp
     normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
@@ -307,7 +309,11 @@ def train(args: TrainArgs) -> dict:
                   or (model.object_head is not None and tcfg.object_loss_weight == 0))
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
     robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames,
-                            image_shift_px=args.image_shift_px)
+                            image_shift_px=args.image_shift_px, grasp_repeat=args.grasp_repeat,
+                            grasp_window=args.grasp_window)
+    if robot_ds.grasp_samples and rank == 0:
+        print(f"grasp oversampling: {robot_ds.grasp_samples} extra samples ({args.grasp_repeat}x the "
+              f"{args.grasp_window} steps up to each close), {len(robot_ds)} in all", flush=True)
     video_ds = None
     if tcfg.stage == 1:
         if not args.video_dir:

@@ -6,7 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from .sim_episodes import episode_instructions, episode_table, run_sim_episodes, success_table
+from .sim_episodes import (episode_instructions, episode_table, paired_table, run_sim_episodes,
+                           same_layout_instructions, success_table)
 
 
 def _save(results, path: Path, extra: dict) -> None:
@@ -35,23 +36,36 @@ def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[s
 
 def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[str, ...], backend: str,
              threads: int, out_dir: str, record_dir: str | None, task_timeout_s: float,
-             robot_host: str | None = None, noise_scale: float = 1.0) -> int:
-    """A model bundle in the full sim graph (policy node on `backend`): success table with 95 % intervals."""
+             robot_host: str | None = None, noise_scale: float = 1.0, same_layouts: bool = False) -> int:
+    """A model bundle in the full sim graph (policy node on `backend`): success table with 95 % intervals.
+    same_layouts: every family runs on layouts seed..seed+N-1 with the same cube (one graph per family), and a
+    paired table compares the families layout by layout."""
     from ..runtime.bundle import load_bundle
 
     bundle_dir = Path(bundle).resolve()
     manifest = load_bundle(bundle_dir).manifest
     t0 = time.monotonic()
-    instructions = episode_instructions(episodes_per_family, families, seed=seed)
     policy = {"policy": "bundle", "bundle_path": str(bundle_dir), "backend": backend, "threads": threads,
               "noise_scale": noise_scale, "use_ground_truth": False, "cameras": list(manifest.cameras)}
-    results = run_sim_episodes(instructions, seed=seed, policy_params=policy, record_dir=record_dir,
-                               out_dir=out_dir, task_timeout_s=task_timeout_s, robot_host=robot_host)
-    print(f"\nmodel {manifest.model_id} ({backend}, noise scale {noise_scale:g}), "
-          f"layouts seeds {seed}..{seed + len(results) - 1}\n")
+    run = dict(seed=seed, policy_params=policy, record_dir=record_dir, task_timeout_s=task_timeout_s,
+               robot_host=robot_host)
+    if same_layouts:
+        results = []
+        for family, instructions in same_layout_instructions(episodes_per_family, families, seed=seed).items():
+            results += run_sim_episodes(instructions, out_dir=Path(out_dir) / family, **run)
+        results = [dataclasses.replace(r, episode=k) for k, r in enumerate(results)]
+        last = seed + episodes_per_family - 1
+    else:
+        results = run_sim_episodes(episode_instructions(episodes_per_family, families, seed=seed), out_dir=out_dir,
+                                   **run)
+        last = seed + len(results) - 1
+    print(f"\nmodel {manifest.model_id} ({backend}, noise scale {noise_scale:g}), layouts seeds {seed}..{last}"
+          f"{' (the same for every family)' if same_layouts else ''}\n")
     print(episode_table(results) + "\n\n" + success_table(results))
+    if same_layouts:
+        print("\n" + paired_table(results))
     _save(results, Path(out_dir) / "eval_results.json",
           {"model_id": manifest.model_id, "bundle": str(bundle_dir), "backend": backend, "seed": seed,
-           "noise_scale": noise_scale, "wall_s": time.monotonic() - t0})
+           "noise_scale": noise_scale, "same_layouts": same_layouts, "wall_s": time.monotonic() - t0})
     print(f"\nimage strips and eval_results.json in {out_dir}")
     return 0

@@ -27,6 +27,18 @@ def episode_instructions(episodes_per_family: int, families: tuple[str, ...] = F
     return [TaskSpec(f, str(rng.choice(colours))).instruction for _ in range(episodes_per_family) for f in families]
 
 
+def same_layout_instructions(episodes: int, families: tuple[str, ...] = FAMILIES,
+                             colours: tuple[str, ...] = ("red", "green", "blue"), seed: int = 0) -> dict[str, list[str]]:
+    """Per family, `episodes` instructions that name the same cube: run each list with layout seeds seed.. and
+    episode k of every family meets the same layout and the same cube (families compared on equal terms)."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task families {sorted(unknown)} (known: {', '.join(FAMILIES)})")
+    rng = np.random.default_rng(seed)
+    picked = [str(rng.choice(colours)) for _ in range(episodes)]
+    return {family: [TaskSpec(family, colour).instruction for colour in picked] for family in families}
+
+
 def family_of(instruction: str) -> str:
     return PICK_UP if instruction.startswith("pick up") else "put_in_bowl"
 
@@ -125,4 +137,25 @@ def episode_table(results: list[EpisodeResult]) -> str:
     lines += [f"{r.episode:3d} {r.seed:5d}  {r.outcome:10} {r.elapsed_s:6.1f} {r.wall_s:6.1f} {r.chunks:6d}  "
               f"{r.instruction}" + (f"  ({r.message})" if r.outcome in ("ABORTED", "CANCELED") else "")
               for r in results]
+    return "\n".join(lines)
+
+
+def paired_table(results: list[EpisodeResult]) -> str:
+    """Families on the same layouts: each layout's outcome per family (S/F), then, for two families, how often
+    they agree. Only layouts every family ran are compared."""
+    by_seed: dict[int, dict[str, EpisodeResult]] = {}
+    for r in results:
+        by_seed.setdefault(r.seed, {})[family_of(r.instruction)] = r
+    families = sorted({family_of(r.instruction) for r in results})
+    seeds = sorted(seed for seed, runs in by_seed.items() if len(runs) == len(families))
+    lines = [f"{'layout':>6}  {'cube':6}  " + "  ".join(f"{f:>11}" for f in families)]
+    for seed in seeds:
+        runs = by_seed[seed]
+        cube = next(w for w in runs[families[0]].instruction.split() if w not in ("pick", "up", "the", "put"))
+        lines.append(f"{seed:6d}  {cube:6}  " + "  ".join(f"{'S' if runs[f].success else 'F':>11}" for f in families))
+    if len(families) == 2 and seeds:
+        a, b = families
+        ok = [(by_seed[s][a].success, by_seed[s][b].success) for s in seeds]
+        lines.append(f"\n{len(seeds)} layouts: both {sum(x and y for x, y in ok)}, only {a} {sum(x and not y for x, y in ok)}, "
+                     f"only {b} {sum(y and not x for x, y in ok)}, neither {sum(not x and not y for x, y in ok)}")
     return "\n".join(lines)
