@@ -12,17 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sim.tasks import FAMILIES, PICK_UP, TaskSpec
+from ..sim.tasks import FAMILIES, PICK_UP, TaskSpec, parse_instruction
 
 OUTCOMES = {2: "SUCCEEDED", 3: "FAILED", 4: "CANCELED", 5: "ABORTED"}
+
+
+def _check_families(families: tuple[str, ...]) -> None:
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task families {sorted(unknown)} (known: {', '.join(FAMILIES)})")
 
 
 def episode_instructions(episodes_per_family: int, families: tuple[str, ...] = FAMILIES,
                          colours: tuple[str, ...] = ("red", "green", "blue"), seed: int = 0) -> list[str]:
     """Interleaved instructions: for each episode index, one per family, colours drawn from `seed`."""
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown task families {sorted(unknown)} (known: {', '.join(FAMILIES)})")
+    _check_families(families)
     rng = np.random.default_rng(seed)
     return [TaskSpec(f, str(rng.choice(colours))).instruction for _ in range(episodes_per_family) for f in families]
 
@@ -31,9 +35,7 @@ def same_layout_instructions(episodes: int, families: tuple[str, ...] = FAMILIES
                              colours: tuple[str, ...] = ("red", "green", "blue"), seed: int = 0) -> dict[str, list[str]]:
     """Per family, `episodes` instructions that name the same cube: run each list with layout seeds seed.. and
     episode k of every family meets the same layout and the same cube (families compared on equal terms)."""
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown task families {sorted(unknown)} (known: {', '.join(FAMILIES)})")
+    _check_families(families)
     rng = np.random.default_rng(seed)
     picked = [str(rng.choice(colours)) for _ in range(episodes)]
     return {family: [TaskSpec(family, colour).instruction for colour in picked] for family in families}
@@ -151,7 +153,8 @@ def paired_table(results: list[EpisodeResult]) -> str:
     lines = [f"{'layout':>6}  {'cube':6}  " + "  ".join(f"{f:>11}" for f in families)]
     for seed in seeds:
         runs = by_seed[seed]
-        cube = next(w for w in runs[families[0]].instruction.split() if w not in ("pick", "up", "the", "put"))
+        spec = parse_instruction(runs[families[0]].instruction)
+        cube = spec.colour if spec else "?"
         lines.append(f"{seed:6d}  {cube:6}  " + "  ".join(f"{'S' if runs[f].success else 'F':>11}" for f in families))
     if len(families) == 2 and seeds:
         a, b = families
