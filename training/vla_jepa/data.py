@@ -463,6 +463,14 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(*frames.shape[:-3], size, size, 3)
 
 
+def actions_states(source: EpisodeSource, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(actions (T, A), states (T, S)) of episode i; without decoding its frames where the source can."""
+    if hasattr(source, "actions_states"):
+        return source.actions_states(i)
+    ep = source.load(i)
+    return ep.actions, ep.states
+
+
 def idle_mask(actions: np.ndarray, xyz_threshold: float = 5e-4) -> np.ndarray:
     """(T, A) delta actions -> (T,) bool, False where the step is idle: |dxyz| < threshold and no gripper change
     (the public code drops such steps from the sample index)."""
@@ -526,7 +534,7 @@ class RobotDataset(torch.utils.data.Dataset):
         self.index = []
         self.grasp_samples = 0  # extra index entries from grasp_repeat
         for e in range(len(source)):
-            actions = source.load(e).actions if drop_idle or grasp_repeat > 1 else None
+            actions = actions_states(source, e)[0] if drop_idle or grasp_repeat > 1 else None
             keep = idle_mask(actions, idle_xyz) if drop_idle else None
             self.index += [(e, t) for t in range(source.episode_length(e)) if keep is None or keep[t]]
             if grasp_repeat > 1:  # oversample the grasps: their steps appear grasp_repeat times per epoch

@@ -27,7 +27,7 @@ from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_
                          load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (ConcatEpisodeSource, InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset,
-                   VideoDataset, VideoFolderSource, collate, source_objects, synthetic_episodes)
+                   VideoDataset, VideoFolderSource, actions_states, collate, source_objects, synthetic_episodes)
 from .model import VLAJEPA, make_model
 from .normalize import compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
@@ -222,11 +222,7 @@ def _stats_for(source, args: TrainArgs) -> dict:
         return load_stats(Path(dirs[0]) / "dataset_statistics.json")
     actions, states = [], []
     for i in range(len(source)):
-        if hasattr(source, "actions_states"):  # native datasets: without decoding the frames
-            a, st = source.actions_states(i)
-        else:
-            ep = source.load(i)
-            a, st = ep.actions, ep.states
+        a, st = actions_states(source, i)
         actions.append(a)
         states.append(st)
     return compute_stats(np.concatenate(actions), np.concatenate(states), len(source))
