@@ -104,3 +104,19 @@ def test_cli_single_graph_layout_matches_split(tmp_path):
     a, _ = OnnxRuntimeBackend(single, ORT).run(inputs)
     b, _ = OnnxRuntimeBackend(split, ORT).run(inputs)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_parity_cases_use_the_instructions_the_prompt_holds():
+    """224 px puts 2 x 49 image tokens in the prompt: the long parity instruction no longer fits a 320-token prompt
+    and is left out (export used to fail on it); a prompt too short for any instruction is refused by its length."""
+    from dataclasses import replace
+
+    from vla_jepa.checkpoint import load_checkpoint
+    from vla_jepa_ros.runtime.export import PARITY_INSTRUCTIONS, parity_instructions
+
+    _, cfg, _, tokenizer = load_checkpoint(tiny_checkpoint(), with_world_model=False)
+    assert parity_instructions(cfg, tokenizer) == PARITY_INSTRUCTIONS
+    fine = replace(cfg, image_size=224, max_prompt_len=320)
+    assert parity_instructions(fine, tokenizer) == PARITY_INSTRUCTIONS[:2]
+    with pytest.raises(ValueError, match="max_prompt_len=280 cannot hold even 'pick up the red cube'"):
+        parity_instructions(replace(fine, max_prompt_len=280), tokenizer)

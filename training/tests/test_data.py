@@ -255,3 +255,26 @@ def test_random_shift_translates_each_view_and_leaves_video_alone(tiny_model):
     with pytest.raises(ValueError, match="image_shift_px=64"):
         RobotDataset(InMemoryEpisodeSource(eps), tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout, stats,
                      image_shift_px=64)
+
+
+def test_counterfactual_copies_share_the_cached_frames(tiny_model):
+    """An episode and a copy of its first steps with other words hold one array per distinct frame; every sample
+    reads the same as without the cache."""
+    import dataclasses
+
+    from vla_jepa.data import InMemoryEpisodeSource
+    from vla_jepa.normalize import compute_stats
+
+    eps = _episodes(2, length=10)
+    copy = dataclasses.replace(eps[0], frames=eps[0].frames[:6].copy(), states=eps[0].states[:6],
+                               actions=-eps[0].actions[:6], objects=eps[0].objects[:6],
+                               instruction="pick up the other cube")
+    src = InMemoryEpisodeSource(eps + [copy])
+    args = (tiny_model.cfg, tiny_model.tokenizer, tiny_model.robot_layout, compute_stats(eps[0].actions))
+    cached, uncached = RobotDataset(src, *args), RobotDataset(src, *args, cache_episodes=False)
+    for i in range(len(cached)):
+        a, b = cached[i], uncached[i]
+        assert all(torch.equal(a[k], b[k]) for k in b), i
+    assert len(cached._shared) == len({eps[e].frames[t].tobytes() for e in range(2) for t in range(10)})
+    assert cached._episode(2)["images"][5] is cached._episode(0)["images"][5]  # shared, not equal copies
+    assert not torch.equal(cached[25]["actions"], cached[5]["actions"])  # the copy keeps its own actions

@@ -217,3 +217,24 @@ def test_training_on_two_datasets_uses_the_statistics_of_both(tmp_path):
     expected_franka = next(iter(expected.values()))
     for key in ("mean", "std", "q01", "q99"):
         np.testing.assert_allclose(saved_franka["action"][key], expected_franka["action"][key], rtol=1e-5, atol=1e-7)
+
+
+def test_a_checkpoint_fine_tunes_at_a_finer_picture(tmp_path):
+    """--init-from with --image-size-px/--max-prompt-len: every weight carries over unchanged to the new sizes
+    (interpolated vision position embeddings, a longer prompt) and training runs on the larger images."""
+    from vla_jepa.checkpoint import load_checkpoint
+    from vla_jepa.train import with_sizes
+
+    first = train(_args(tmp_path, "coarse", total_steps=1, use_wm_loss=False))
+    model, cfg, _, _ = load_checkpoint(first["checkpoint"])
+    assert with_sizes(model) is model and with_sizes(model, cfg.image_size) is model
+    fine = with_sizes(model, 192, 320)
+    assert (fine.cfg.image_size, fine.cfg.max_prompt_len, fine.cfg.image_tokens_per_view) == (192, 320, 36)
+    old = model.state_dict()
+    assert all(torch.equal(v, old[k]) for k, v in fine.state_dict().items() if k in old)
+    assert set(old) <= set(fine.state_dict())
+    args = _args(tmp_path, "fine", total_steps=1, use_wm_loss=False)
+    args.init_from, args.image_size_px, args.max_prompt_len = str(first["checkpoint"]), 192, 320
+    out = train(args)
+    _, saved, _, _ = load_checkpoint(out["checkpoint"])
+    assert (saved.image_size, saved.max_prompt_len) == (192, 320)

@@ -19,6 +19,7 @@ Frames are RGB everywhere.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -531,6 +532,7 @@ class RobotDataset(torch.utils.data.Dataset):
             self.object_norm = (np.asarray(info["mean_m"], np.float32),
                                 np.maximum(np.asarray(info["std_m"], np.float32), 1e-3))
         self._cache: dict[int, dict] = {}
+        self._shared: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # frame digest -> (images, video)
         self.index = []
         self.grasp_samples = 0  # extra index entries from grasp_repeat
         for e in range(len(source)):
@@ -562,9 +564,9 @@ class RobotDataset(torch.utils.data.Dataset):
             raise DataError(f"episode {e}: action dim {ep.actions.shape[1]} != config action_dim {cfg.action_dim}")
         ids, mask = encode_with_layout(self.tok, self.layout, ep.instruction, cfg.num_transitions,
                                        cfg.latent_tokens_per_step, cfg.num_embodied_tokens)
+        images, video = self._pictures(ep.frames, vlm_views, wm_views)
         data = {
-            "images": np.ascontiguousarray(resize_frames(ep.frames[:, vlm_views], cfg.image_size).transpose(0, 1, 4, 2, 3)),
-            "video": np.ascontiguousarray(resize_frames(ep.frames[:, wm_views], cfg.vjepa.crop_size).transpose(0, 1, 4, 2, 3)),
+            "images": images, "video": video,
             "actions": normalize_actions(ep.actions, self.stats),
             "state": ep.states.astype(np.float32),
             "input_ids": ids, "attention_mask": mask,
@@ -576,6 +578,26 @@ class RobotDataset(torch.utils.data.Dataset):
             self._cache[e] = data
         return data
 
+    def _pictures(self, frames: np.ndarray, vlm_views: list[int], wm_views: list[int]) -> tuple[list, list]:
+        """-> per step t: VLM images (V, 3, S, S) and world-model video frames (2, 3, s, s), uint8, resized once.
+
+        Steps with the same camera frames share one pair of arrays in the cache, so an episode's counterfactual
+        copies (the same frames, or a prefix of them, with other words and actions) cost no image memory."""
+        cfg = self.cfg
+        images = resize_frames(frames[:, vlm_views], cfg.image_size).transpose(0, 1, 4, 2, 3)
+        video = resize_frames(frames[:, wm_views], cfg.vjepa.crop_size).transpose(0, 1, 4, 2, 3)
+        if not self.cache_episodes:
+            return list(images), list(video)
+        out_images, out_video = [], []
+        for t in range(len(frames)):
+            key = hashlib.blake2b(np.ascontiguousarray(frames[t]).data, digest_size=16).digest()
+            if key not in self._shared:  # copies: a view would keep the whole episode's array alive
+                self._shared[key] = (np.ascontiguousarray(images[t]), np.ascontiguousarray(video[t]))
+            pair = self._shared[key]
+            out_images.append(pair[0])
+            out_video.append(pair[1])
+        return out_images, out_video
+
     def __getitem__(self, i: int) -> dict:
         e, t = self.index[i]
         d = self._episode(e)
@@ -584,7 +606,7 @@ class RobotDataset(torch.utils.data.Dataset):
         aidx = np.minimum(np.arange(t, t + self.cfg.horizon), n - 1)
         out = {
             "images": torch.from_numpy(random_shift(d["images"][t], self.image_shift_px)),  # (V, 3, H, W) uint8
-            "video": torch.from_numpy(d["video"][fidx].transpose(1, 0, 2, 3, 4).copy()),  # (2, T, 3, S, S) uint8
+            "video": torch.from_numpy(np.stack([d["video"][j] for j in fidx], axis=1)),  # (2, T, 3, S, S) uint8
             "actions": torch.from_numpy(d["actions"][aidx]),
             "input_ids": torch.from_numpy(d["input_ids"]), "attention_mask": torch.from_numpy(d["attention_mask"]),
         }

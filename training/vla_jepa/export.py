@@ -34,7 +34,7 @@ class ExportReport:
 
 
 def example_inputs(model: VLAJEPA, batch_size: int = 1, seed: int = 0,
-                   instruction: str = "pick up the red cube and put it in the bowl") -> tuple[torch.Tensor, ...]:
+                   instruction: str = "pick up the red cube") -> tuple[torch.Tensor, ...]:
     """Fixed example inputs (images, input_ids, attention_mask, state, noise) for export and parity checks."""
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)

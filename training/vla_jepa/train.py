@@ -24,7 +24,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
-                         load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder, save_checkpoint)
+                         load_into, load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder,
+                         save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (ConcatEpisodeSource, InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset,
                    VideoDataset, VideoFolderSource, actions_states, collate, source_objects, synthetic_episodes)
@@ -40,6 +41,8 @@ class TrainArgs:
     out_dir: str = "runs/tiny"
     preset: str = "tiny"
     max_prompt_len: int = 0  # 0: the preset's; longer instructions need more (LIBERO with the tiny tokenizer: 320)
+    image_size_px: int = 0  # 0: the preset's (or --init-from's); with --init-from every weight carries over to the new
+    #   size (the vision position embeddings are interpolated): fine-tune at a finer picture, e.g. 128 -> 224
     train: TrainConfig = field(default_factory=TrainConfig)
     data: tuple[str, ...] = ()  # native episode dataset folder(s) (meta.json + episode_*.npz); several are concatenated
     lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
@@ -228,11 +231,25 @@ def _stats_for(source, args: TrainArgs) -> dict:
     return compute_stats(np.concatenate(actions), np.concatenate(states), len(source))
 
 
+def with_sizes(model: VLAJEPA, image_size_px: int = 0, max_prompt_len: int = 0) -> VLAJEPA:
+    """The same weights at another VLM image size (more image tokens per view) or prompt length; 0 keeps a value.
+
+    Nothing learnt depends on either: the vision position embeddings are interpolated to the patch grid, and the
+    prompt layout and positions follow the config, so every tensor of the state dict loads by name and shape."""
+    changes = {k: v for k, v in (("image_size", image_size_px), ("max_prompt_len", max_prompt_len))
+               if v and v != getattr(model.cfg, k)}
+    if not changes:
+        return model
+    resized = make_model(replace(model.cfg, **changes), model.tokenizer, with_world_model=model.with_world_model)
+    load_into(resized, model.state_dict(), strict=True)  # a tensor whose shape differs raises, by name
+    return resized
+
+
 def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     torch.manual_seed(args.train.seed)
     if args.init_from:
         model, _, _, _ = load_checkpoint(args.init_from)
-        return model
+        return with_sizes(model, args.image_size_px, args.max_prompt_len)
     if args.public_pt:
         tok_json = Path(args.qwen_folder) / "tokenizer.json" if args.qwen_folder else None
         model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_json, cfg)
@@ -268,6 +285,8 @@ def train(args: TrainArgs) -> dict:
     cfg = get_config(args.preset)
     if args.max_prompt_len:
         cfg = replace(cfg, max_prompt_len=args.max_prompt_len)
+    if args.image_size_px:
+        cfg = replace(cfg, image_size=args.image_size_px)
     source = _robot_source(args, cfg)
     if tcfg.object_loss_weight > 0 and not (args.resume or args.init_from):
         objects = source_objects(source)

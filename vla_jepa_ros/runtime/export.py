@@ -72,6 +72,24 @@ def example_inputs(cfg, tokenizer, seed: int, instruction: str) -> dict[str, np.
             "noise": rng.standard_normal((1, cfg.horizon, cfg.action_dim), dtype=np.float32)}
 
 
+def parity_instructions(cfg, tokenizer) -> tuple[str, ...]:
+    """The PARITY_INSTRUCTIONS that fit the model's prompt (a prompt holding many image tokens leaves fewer for
+    words); at least the shortest must fit, else the model cannot take a task at all."""
+    from vla_jepa.prompt import encode_instruction
+
+    fitting = []
+    for words in PARITY_INSTRUCTIONS:
+        try:
+            encode_instruction(tokenizer, words, cfg.max_prompt_len, cfg=cfg)
+        except ValueError:
+            continue
+        fitting.append(words)
+    if not fitting:
+        raise ValueError(f"max_prompt_len={cfg.max_prompt_len} cannot hold even {PARITY_INSTRUCTIONS[0]!r} with "
+                         f"{cfg.num_views} x {cfg.image_tokens_per_view} image tokens")
+    return tuple(fitting)
+
+
 _ONNX_DTYPES = {1: "float32", 7: "int64", 10: "float16", 16: "bfloat16", 6: "int32", 9: "bool"}
 
 
@@ -198,7 +216,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
     tag, action_stats = _select_stats(stats, config.embodiment_tag)
     if len(action_stats["min"]) != cfg.action_dim:
         raise ValueError(f"stats have {len(action_stats['min'])} action dims, model action_dim={cfg.action_dim}")
-    cases = [example_inputs(cfg, tokenizer, seed=i, instruction=PARITY_INSTRUCTIONS[i % len(PARITY_INSTRUCTIONS)])
+    words = parity_instructions(cfg, tokenizer)
+    cases = [example_inputs(cfg, tokenizer, seed=i, instruction=words[i % len(words)])
              for i in range(config.parity_cases)]
     tmp = Path(tempfile.mkdtemp(prefix=".export_", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
