@@ -1,6 +1,7 @@
 """DiT flow-matching action head (GR00T-N1.5 style), parameter names as the public code's `action_model`.
 
-Token sequence: [state (optional) | 32 learned future tokens | horizon action tokens]. Even DiT blocks
+Token sequence: [state (optional) | 32 learned future tokens | horizon action tokens]. Optionally the state token
+also carries where an object estimate (the model's object head) puts each object relative to the gripper. Even DiT blocks
 cross-attend to the 32 embodied-token states of the VLM, odd blocks self-attend; AdaLN on the timestep.
 Training: Beta(1.5, 1) time, x_t = (1-t) eps + t a, velocity target a - eps, MSE, R noise draws per sample.
 Inference: Euler from the given noise in `num_euler_steps` steps (noise is an input, so runs reproduce).
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ActionHeadConfig
+
+OBJECT_OFFSET_SCALE_M = 0.1  # object-minus-gripper offsets enter the object encoder in units of 10 cm
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
@@ -169,7 +172,8 @@ class ActionEncoder(nn.Module):
 
 
 class FlowMatchingActionHead(nn.Module):
-    def __init__(self, cfg: ActionHeadConfig, cross_dim: int, action_dim: int, horizon: int, state_dim: int) -> None:
+    def __init__(self, cfg: ActionHeadConfig, cross_dim: int, action_dim: int, horizon: int, state_dim: int,
+                 num_objects: int = 0) -> None:
         super().__init__()
         self.cfg, self.action_dim, self.horizon = cfg, action_dim, horizon
         d = cfg.inner_dim
@@ -179,6 +183,16 @@ class FlowMatchingActionHead(nn.Module):
         # `set_state_normalization`; checkpoints made before it existed load as identity = the raw state they saw)
         self.register_buffer("state_mean", torch.zeros(max(state_dim, 1)))
         self.register_buffer("state_std", torch.ones(max(state_dim, 1)))
+        self.object_encoder = None
+        if num_objects:
+            # (B, 3N) object offsets from the gripper -> added to the state token. Zero output at first, so an
+            # existing head gains the input without changing what it does.
+            self.object_encoder = TwoLayerMLP(3 * num_objects, cfg.hidden_size, d)
+            nn.init.zeros_(self.object_encoder.layer2.weight)
+            nn.init.zeros_(self.object_encoder.layer2.bias)
+            # the object head's output is normalised; these turn it back into metres (`set_object_normalization`)
+            self.register_buffer("object_mean", torch.zeros(3 * num_objects))
+            self.register_buffer("object_std", torch.ones(3 * num_objects))
         self.action_encoder = ActionEncoder(action_dim, d)
         self.action_decoder = TwoLayerMLP(cfg.hidden_size, cfg.hidden_size, action_dim)
         self.future_tokens = nn.Embedding(cfg.num_future_tokens, d)
@@ -186,17 +200,30 @@ class FlowMatchingActionHead(nn.Module):
         nn.init.normal_(self.future_tokens.weight, std=0.02)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
 
+    def object_offsets(self, objects: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """objects (B, 3N) normalised estimate, state (B, S) raw (x, y, z first) -> (B, 3N) object - gripper in
+        units of OBJECT_OFFSET_SCALE_M."""
+        b = objects.shape[0]
+        metres = (objects * self.object_std.to(objects.dtype) + self.object_mean.to(objects.dtype)).view(b, -1, 3)
+        return ((metres - state[:, None, :3].to(objects.dtype)) / OBJECT_OFFSET_SCALE_M).flatten(1)
+
     def velocity(self, embodied: torch.Tensor, x_t: torch.Tensor, t_bucket: torch.Tensor,
-                 state: torch.Tensor | None) -> torch.Tensor:
-        """embodied (B, 32, Dl), x_t (B, H, A), t_bucket (B,) long, state (B, S) -> velocity (B, H, A)."""
+                 state: torch.Tensor | None, objects: torch.Tensor | None = None) -> torch.Tensor:
+        """embodied (B, 32, Dl), x_t (B, H, A), t_bucket (B,) long, state (B, S), objects (B, 3N) (with an
+        object encoder) -> velocity (B, H, A)."""
         b = x_t.shape[0]
         tokens = self.action_encoder(x_t, t_bucket) + self.position_embedding.weight[None, :x_t.shape[1]]
         parts = [self.future_tokens.weight[None].expand(b, -1, -1), tokens]
         if self.state_encoder is not None:
             if state is None:
                 raise ValueError("this action head was built with a state token; pass state (B, state_dim)")
-            state = (state.to(tokens.dtype) - self.state_mean.to(tokens.dtype)) / self.state_std.to(tokens.dtype)
-            parts.insert(0, self.state_encoder(state)[:, None])
+            raw = state.to(tokens.dtype)
+            token = self.state_encoder((raw - self.state_mean.to(tokens.dtype)) / self.state_std.to(tokens.dtype))
+            if self.object_encoder is not None:
+                if objects is None:
+                    raise ValueError("this action head reads the object estimate; pass objects (B, 3N)")
+                token = token + self.object_encoder(self.object_offsets(objects.to(tokens.dtype), raw))
+            parts.insert(0, token[:, None])
         out = self.model(torch.cat(parts, dim=1), embodied, t_bucket)
         return self.action_decoder(out[:, -x_t.shape[1]:])
 
@@ -210,6 +237,16 @@ class FlowMatchingActionHead(nn.Module):
                              f"{tuple(self.state_mean.shape)}")
         self.state_mean.copy_(mean)
         self.state_std.copy_(std)
+
+    def set_object_normalization(self, mean, std, min_std: float = 1e-3) -> None:
+        """mean, std (N, 3) object positions in metres: how the object head's targets were normalised."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten().clamp_min(min_std)
+        if self.object_encoder is None or mean.shape != self.object_mean.shape or std.shape != self.object_std.shape:
+            raise ValueError(f"object statistics of shape {tuple(mean.shape)} do not fit this head ("
+                             f"{None if self.object_encoder is None else tuple(self.object_mean.shape)})")
+        self.object_mean.copy_(mean)
+        self.object_std.copy_(std)
 
     def draw_noise_and_time(self, sample_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample deterministic noise (R, B, H, A) and flow time t (R, B) from integer seeds.
@@ -237,7 +274,8 @@ class FlowMatchingActionHead(nn.Module):
         return (self.cfg.noise_s - x) / self.cfg.noise_s
 
     def loss(self, embodied: torch.Tensor, actions: torch.Tensor, state: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+             noise: torch.Tensor | None = None, t: torch.Tensor | None = None,
+             objects: torch.Tensor | None = None) -> torch.Tensor:
         """Flow-matching MSE with R = repeated_diffusion_steps noise draws per sample.
 
         embodied (B, 32, Dl), actions (B, H, A) normalised, state (B, S); noise (R, B, H, A) and t (R, B) optional
@@ -251,13 +289,15 @@ class FlowMatchingActionHead(nn.Module):
         emb = embodied.repeat(r, 1, 1)  # (R*B, 32, Dl), repeat-major like the public code
         a = actions.to(embodied.dtype).repeat(r, 1, 1)
         st = state.repeat(r, 1) if state is not None else None
+        obj = objects.repeat(r, 1) if objects is not None else None
         eps = noise.reshape(r * b, *actions.shape[1:]).to(a.dtype)
         tt = t.reshape(r * b).to(a.dtype)
         x_t = (1 - tt[:, None, None]) * eps + tt[:, None, None] * a
-        pred = self.velocity(emb, x_t, (tt * self.cfg.timestep_buckets).long(), st)
+        pred = self.velocity(emb, x_t, (tt * self.cfg.timestep_buckets).long(), st, obj)
         return F.mse_loss(pred.float(), (a - eps).float())
 
-    def sample(self, embodied: torch.Tensor, noise: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, embodied: torch.Tensor, noise: torch.Tensor, state: torch.Tensor | None = None,
+               objects: torch.Tensor | None = None) -> torch.Tensor:
         """Euler integration from `noise` (B, H, A) -> normalised actions (B, H, A). Static, unrolled."""
         x = noise.to(embodied.dtype)
         n = self.cfg.num_euler_steps
@@ -265,5 +305,5 @@ class FlowMatchingActionHead(nn.Module):
         for i in range(n):
             bucket = int(i / n * self.cfg.timestep_buckets)
             t_bucket = torch.full((x.shape[0],), bucket, dtype=torch.long, device=x.device)
-            x = x + dt * self.velocity(embodied, x, t_bucket, state)
+            x = x + dt * self.velocity(embodied, x, t_bucket, state, objects)
         return x

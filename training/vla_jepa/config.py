@@ -189,6 +189,9 @@ class VLAJEPAConfig:
     wm_context_mode: str = "prefix"  # "prefix" (causal prefix clips) or "per_step" (each tubelet alone)
     wm_target_mode: str = "full"  # "full": one pass over the whole clip (public code); "causal": as the context
     num_aux_objects: int = 0  # >0: a training-only head regresses that many objects' (x, y, z) from the embodied tokens
+    # the action head also reads the object head's estimate (each object relative to the gripper, added to the state
+    # token); the object head then is part of the inference graph
+    action_head_objects: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("VLAJEPAConfig", image_size=self.image_size, num_views=self.num_views,
@@ -204,6 +207,10 @@ class VLAJEPAConfig:
             raise ValueError(f"VLAJEPAConfig.num_aux_objects must be >= 0, got {self.num_aux_objects}")
         if self.state_dim < 0:
             raise ValueError(f"VLAJEPAConfig.state_dim must be >= 0 (0 = no state token), got {self.state_dim}")
+        if self.action_head_objects and (self.num_aux_objects == 0 or self.state_dim < 3):
+            raise ValueError(f"VLAJEPAConfig.action_head_objects needs an object head (num_aux_objects="
+                             f"{self.num_aux_objects} > 0) and the gripper position in the state (state_dim="
+                             f"{self.state_dim} >= 3)")
         unit = self.vision.patch_size * self.vision.spatial_merge_size
         if self.image_size % unit != 0:
             raise ValueError(f"VLAJEPAConfig.image_size={self.image_size} must be divisible by "

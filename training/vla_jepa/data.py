@@ -512,7 +512,8 @@ class RobotDataset(torch.utils.data.Dataset):
 
     def __init__(self, source: EpisodeSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout, stats: dict,
                  cache_episodes: bool = True, drop_idle: bool = False, idle_xyz: float = 5e-4,
-                 image_shift_px: int = 0, grasp_repeat: int = 1, grasp_window: int = 10) -> None:
+                 image_shift_px: int = 0, grasp_repeat: int = 1, grasp_window: int = 10,
+                 object_norm: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if grasp_repeat < 1 or grasp_window < 1:
             raise ValueError(f"grasp_repeat={grasp_repeat} and grasp_window={grasp_window} must be >= 1")
         if image_shift_px < 0 or image_shift_px >= cfg.image_size // 2:
@@ -529,8 +530,10 @@ class RobotDataset(torch.utils.data.Dataset):
             if len(info["names"]) != cfg.num_aux_objects:
                 raise DataError(f"dataset tracks {len(info['names'])} objects {info['names']}, config "
                                 f"num_aux_objects={cfg.num_aux_objects}")
-            self.object_norm = (np.asarray(info["mean_m"], np.float32),
-                                np.maximum(np.asarray(info["std_m"], np.float32), 1e-3))
+            # a model that reads its own estimate (cfg.action_head_objects) keeps the normalisation it learnt with
+            mean, std = object_norm if object_norm is not None else (info["mean_m"], info["std_m"])
+            self.object_norm = (np.asarray(mean, np.float32).reshape(-1, 3),
+                                np.maximum(np.asarray(std, np.float32).reshape(-1, 3), 1e-3))
         self._cache: dict[int, dict] = {}
         self._shared: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # frame digest -> (images, video)
         self.index = []

@@ -43,8 +43,9 @@ class VLAJEPA(nn.Module):
         self.vlm = Qwen3VLBackbone(cfg.vision, cfg.text, cfg.image_size)
         self.vlm.language_model.norm.requires_grad_(False)  # features are taken before the final norm: unused
         self.action_model = FlowMatchingActionHead(cfg.action_head, cfg.text.hidden_size, cfg.action_dim, cfg.horizon,
-                                                   cfg.state_dim)
-        # training only (like the world model): where every tracked object is, from the tokens the action head reads
+                                                   cfg.state_dim, cfg.num_aux_objects if cfg.action_head_objects else 0)
+        # where every tracked object is, from the tokens the action head reads: training only (like the world model)
+        # unless cfg.action_head_objects feeds it to the action head
         self.object_head = nn.Sequential(
             nn.LayerNorm(cfg.text.hidden_size), nn.Linear(cfg.text.hidden_size, cfg.text.hidden_size), nn.GELU(),
             nn.Linear(cfg.text.hidden_size, 3 * cfg.num_aux_objects)) if cfg.num_aux_objects else None
@@ -82,6 +83,10 @@ class VLAJEPA(nn.Module):
         latent = h[:, list(layout.latent_positions)]
         embodied = h[:, list(layout.embodied_positions)] if layout.embodied_positions else None
         return latent, embodied
+
+    def object_estimate(self, embodied: torch.Tensor) -> torch.Tensor:
+        """embodied (B, 32, D) -> (B, 3 * num_aux_objects) object positions, normalised units."""
+        return self.object_head(embodied.mean(dim=1))
 
     def check_prompt(self, input_ids: torch.Tensor, video_prompt: bool = False) -> None:
         """Training-time guard: the special tokens must sit where the static layout says."""
@@ -150,14 +155,15 @@ class VLAJEPA(nn.Module):
         latent, embodied = self.token_features(batch["images"], batch["input_ids"], batch["attention_mask"])
         state = batch.get("state") if self.cfg.state_dim > 0 else None
         out = {}
+        objects = self.object_estimate(embodied) if self.object_head is not None else None  # (B, 3N) normalised
         if use_actions:
             noise = t = None
             if "sample_seed" in batch:
                 noise, t = self.action_model.draw_noise_and_time(batch["sample_seed"].tolist(), embodied.device)
-            out["action_loss"] = self.action_model.loss(embodied, batch["actions"], state, noise, t)
-        if self.object_head is not None and "objects" in batch:
-            pred = self.object_head(embodied.mean(dim=1))  # (B, 3 * num_aux_objects), normalised units
-            out["object_loss"] = F.mse_loss(pred.float(), batch["objects"].flatten(1).float())
+            out["action_loss"] = self.action_model.loss(embodied, batch["actions"], state, noise, t,
+                                                        objects if self.cfg.action_head_objects else None)
+        if objects is not None and "objects" in batch:
+            out["object_loss"] = F.mse_loss(objects.float(), batch["objects"].flatten(1).float())
         if use_wm and self.with_world_model:
             out["wm_loss"] = self.wm_loss(latent, batch["video"])
         return out
@@ -178,7 +184,8 @@ class VLAJEPA(nn.Module):
                         state: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
         """-> normalised action chunk (B, horizon, action_dim) after `num_euler_steps` Euler steps from `noise`."""
         _, embodied = self.token_features(images, input_ids, attention_mask)
-        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+        objects = self.object_estimate(embodied) if self.cfg.action_head_objects else None
+        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None, objects)
 
     def inference_module(self) -> "InferenceModule":
         return InferenceModule(self)
@@ -196,7 +203,7 @@ class InferenceModule(nn.Module):
         super().__init__()
         self.cfg = model.cfg
         self.vlm = model.vlm
-        self.action_model = model.action_model
+        self.head = HeadModule(model)
         self.layout = model.robot_layout
         self.register_buffer("image_mean", model.image_mean.clone(), persistent=False)
         self.register_buffer("image_std", model.image_std.clone(), persistent=False)
@@ -204,9 +211,7 @@ class InferenceModule(nn.Module):
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         pixels = (images - self.image_mean) / self.image_std
-        h = self.vlm(pixels, input_ids, attention_mask, self.layout)
-        embodied = h[:, list(self.layout.embodied_positions)]
-        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+        return self.head(self.prefix(images, input_ids, attention_mask), state, noise)
 
     def prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """VLM part only: -> embodied states (B, 32, D) (for a split prefix + head export)."""
@@ -215,15 +220,18 @@ class InferenceModule(nn.Module):
 
 
 class HeadModule(nn.Module):
-    """Action head alone: (embodied (B, 32, D), state, noise) -> actions_normalized (split export)."""
+    """Action head alone: (embodied (B, 32, D), state, noise) -> actions_normalized (split export); with
+    cfg.action_head_objects it holds the object head too."""
 
     def __init__(self, model: VLAJEPA) -> None:
         super().__init__()
         self.cfg = model.cfg
         self.action_model = model.action_model
+        self.object_head = model.object_head if model.cfg.action_head_objects else None
 
     def forward(self, embodied: torch.Tensor, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None)
+        objects = self.object_head(embodied.mean(dim=1)) if self.object_head is not None else None
+        return self.action_model.sample(embodied, noise, state if self.cfg.state_dim > 0 else None, objects)
 
 
 class PrefixModule(nn.Module):

@@ -32,6 +32,7 @@ from .data import (ConcatEpisodeSource, InMemoryEpisodeSource, LeRobotEpisodeSou
 from .model import VLAJEPA, make_model
 from .normalize import compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
+from .recover import is_bundle, model_from_bundle
 
 
 @dataclass
@@ -57,7 +58,10 @@ class TrainArgs:
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
-    init_from: str | None = None  # our checkpoint folder: start from its weights (e.g. stage 1 -> stage 2)
+    init_from: str | None = None  # our checkpoint folder, or an exported bundle folder (its ONNX weights are read
+    #   back; see vla_jepa.recover): start from its weights (e.g. stage 1 -> stage 2, or fine-tune the shipped bundle)
+    action_head_objects: bool = False  # the action head also reads the object head's estimate of where each object
+    #   is relative to the gripper (needs --train.object-loss-weight > 0; added to an --init-from model at zero)
     public_pt: str | None = None  # released VLA-JEPA .pt to start from
     qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
     vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
@@ -245,8 +249,33 @@ def with_sizes(model: VLAJEPA, image_size_px: int = 0, max_prompt_len: int = 0) 
     return resized
 
 
+def with_object_input(model: VLAJEPA) -> VLAJEPA:
+    """The same model whose action head also reads the object head's estimate (cfg.action_head_objects). The new
+    object encoder starts with zero output, so the policy is unchanged until it trains."""
+    if model.cfg.action_head_objects:
+        return model
+    if model.object_head is None:
+        raise ValueError("--action-head-objects needs a model with an object head (train with "
+                         "--train.object-loss-weight > 0 on data with object positions)")
+    new = make_model(replace(model.cfg, action_head_objects=True), model.tokenizer,
+                     with_world_model=model.with_world_model)
+    report = load_into(new, model.state_dict())
+    if report.unexpected or not all(k.startswith("action_model.object_") for k in report.missing):
+        raise KeyError(f"adding the object input: {report}")
+    return new
+
+
 def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     torch.manual_seed(args.train.seed)
+    model = _build_model(args, cfg)
+    return with_object_input(model) if args.action_head_objects else model
+
+
+def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
+    if args.init_from and is_bundle(args.init_from):
+        model, _, report = model_from_bundle(args.init_from, cfg.num_aux_objects, seed=args.train.seed)
+        print(f"{args.init_from}: {report}", flush=True)
+        return with_sizes(model, args.image_size_px, args.max_prompt_len)
     if args.init_from:
         model, _, _, _ = load_checkpoint(args.init_from)
         return with_sizes(model, args.image_size_px, args.max_prompt_len)
@@ -288,7 +317,7 @@ def train(args: TrainArgs) -> dict:
     if args.image_size_px:
         cfg = replace(cfg, image_size=args.image_size_px)
     source = _robot_source(args, cfg)
-    if tcfg.object_loss_weight > 0 and not (args.resume or args.init_from):
+    if tcfg.object_loss_weight > 0 and not (args.resume or (args.init_from and not is_bundle(args.init_from))):
         objects = source_objects(source)
         if not objects:
             raise ValueError("--train.object-loss-weight > 0 needs a dataset with object positions (--data from "
@@ -308,6 +337,10 @@ def train(args: TrainArgs) -> dict:
         # without actions) takes this dataset's
         if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
             head.set_state_normalization(summary["mean"], summary["std"])
+        objects = source_objects(source)
+        if head.object_encoder is not None and objects and bool((head.object_mean == 0).all()
+                                                                and (head.object_std == 1).all()):
+            head.set_object_normalization(objects["mean_m"], objects["std_m"])
     if tcfg.object_loss_weight > 0 and model.object_head is None:
         raise ValueError("--train.object-loss-weight > 0 but the model has no object head (it was made without one)")
     model.to(device).train()
@@ -323,9 +356,13 @@ def train(args: TrainArgs) -> dict:
         unused = (tcfg.stage == 1 or not tcfg.use_wm_loss or tcfg.action_loss_weight == 0
                   or (model.object_head is not None and tcfg.object_loss_weight == 0))
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
+    head = model.action_model
+    # the object targets keep the normalisation the action head converts back to metres (fixed once set)
+    object_norm = (head.object_mean.view(-1, 3).cpu().numpy(), head.object_std.view(-1, 3).cpu().numpy()) \
+        if head.object_encoder is not None else None
     robot_ds = RobotDataset(source, cfg, model.tokenizer, model.robot_layout, stats, drop_idle=args.drop_idle_frames,
                             image_shift_px=args.image_shift_px, grasp_repeat=args.grasp_repeat,
-                            grasp_window=args.grasp_window)
+                            grasp_window=args.grasp_window, object_norm=object_norm)
     if robot_ds.grasp_samples and rank == 0:
         print(f"grasp oversampling: {robot_ds.grasp_samples} extra samples ({args.grasp_repeat}x the "
               f"{args.grasp_window} steps up to each close), {len(robot_ds)} in all", flush=True)
