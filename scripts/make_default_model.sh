@@ -14,7 +14,10 @@
 #      episodes (the expert aiming off target); fine-tune on demonstrations + DART; convert every bag with
 #      counterfactual instructions (each reach phase again naming every other cube); fine-tune on demonstrations +
 #      counterfactual, then on counterfactual alone at 3x the learning rate, with and without the alignment loss;
-#      export and evaluate both. The JEPA bundle of that last stage is the shipped models/tiny_sim.
+#      export and evaluate both (round 7).
+#   6. (round 14) from the round-7 bundle (its ONNX weights read back), the action head also reads the object head's
+#      estimate; 2000 steps on demonstrations + DART with counterfactual instructions, with and without the
+#      alignment loss; export and evaluate both. The JEPA bundle of that stage is the shipped models/tiny_sim.
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
 # EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
@@ -98,4 +101,24 @@ for variant in jepa no_wm; do
   $V/vla-jepa offline-eval "$OUT/bundle7_$variant" "$OUT/heldout" --stride 3
   $V/vla-jepa eval "$OUT/bundle7_$variant" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval7_$variant"
 done
-echo "ship it: $V/vla-jepa export $OUT/round7_jepa/step_002000 models/tiny_sim --model-id tiny-sim-jepa --no-torch-weights --overwrite"
+# ---- round 14 (session 10): the action head reads the object head's estimate; from the round-7 bundle's ONNX ----
+# (--init-from a bundle reads its inference weights back from the graphs; predictor and object head start fresh),
+# on the demonstrations + DART episodes with counterfactual instructions (no DAgger bags), both variants side by side
+[ -f "$OUT/cf14/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/cf14" \
+    --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
+for variant in jepa no_wm; do
+  extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
+  [ -d "$OUT/round14_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$OUT/cf14" \
+      --init-from "$OUT/bundle7_jepa" --action-head-objects --out-dir "$OUT/round14_$variant" --threads "$THREADS" \
+      --train.total-steps 2000 --train.batch-size 16 --train.seed 8 --image-shift-px "$SHIFT_PX" \
+      --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 \
+      --train.warmup-steps 50 $extra > "$OUT/round14_$variant.log" 2>&1 &
+done
+wait
+for variant in jepa no_wm; do
+  $V/vla-jepa export "$OUT/round14_$variant/step_002000" "$OUT/bundle14_$variant" --model-id "tiny-sim-objects-$variant"
+  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval14_$variant"
+  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --same-layouts \
+      --out-dir "$OUT/evalsl14_$variant"
+done
+echo "ship it: $V/vla-jepa export $OUT/round14_jepa/step_002000 models/tiny_sim --model-id tiny-sim-objects-jepa --no-torch-weights --overwrite"
