@@ -136,7 +136,7 @@ def model_from_bundle(bundle: str | Path, num_aux_objects: int = 0, seed: int = 
         for v in exported.values():
             v.copy_(torch.rand(v.shape, generator=g) + 0.5)
     shipped: dict[str, np.ndarray] = {}
-    probe: dict[bytes, tuple[str, tuple[int, ...]]] = {}
+    probe: dict[bytes, str] = {}  # the probe's values -> "part:initializer name"
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp) / "probe.onnx", split=True, check=False)
         for part in ("prefix", "head"):
@@ -152,7 +152,7 @@ def model_from_bundle(bundle: str | Path, num_aux_objects: int = 0, seed: int = 
                     shipped[f"{part}:{name}"] = theirs[where[name]]
                 else:
                     continue
-                probe.setdefault(_key(arr), (f"{part}:{name}", arr.shape))
+                probe.setdefault(_key(arr), f"{part}:{name}")
     report = RecoverReport()
     missing = []
     with torch.no_grad():
@@ -160,7 +160,7 @@ def model_from_bundle(bundle: str | Path, num_aux_objects: int = 0, seed: int = 
             if k == POS_EMBED:
                 hit = probe.get(_key(_pos_taps(model, v).numpy()))
                 if hit is not None:
-                    v.copy_(_pos_table(model, shipped[hit[0]], v))
+                    v.copy_(_pos_table(model, shipped[hit], v))
                     report.recovered.append(k)
                 else:
                     missing.append(k)
@@ -168,7 +168,7 @@ def model_from_bundle(bundle: str | Path, num_aux_objects: int = 0, seed: int = 
             for how, view in _views(v.numpy()):
                 hit = probe.get(_key(view))
                 if hit is not None:
-                    value = np.array(shipped[hit[0]]).reshape(view.shape)
+                    value = np.array(shipped[hit]).reshape(view.shape)
                     v.copy_(torch.from_numpy(np.ascontiguousarray(value.T if how == "T" else value)))
                     report.recovered.append(k)
                     break
@@ -199,7 +199,6 @@ def _max_abs_err(model: VLAJEPA, bundle: Path) -> float:
     prefix = ort.InferenceSession(str(bundle / "prefix.onnx"), so, providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(bundle / "head.onnx"), so, providers=["CPUExecutionProvider"])
     emb = prefix.run(None, {"images": images.numpy(), "input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-    ours_actions = None
     with torch.no_grad():
         ours_emb = PrefixModule(model)(images, ids, mask)
         ours_actions = HeadModule(model)(ours_emb, st, noise).numpy()
