@@ -102,3 +102,19 @@ def test_fine_tuning_starts_from_a_bundle_and_adds_the_object_input_at_zero(tmp_
     assert result["model"].cfg.action_head_objects
     assert float(head.object_std[:2].min()) > 1e-3 and not bool((head.object_mean == 0).all())  # the data's
     assert float(head.object_encoder.layer2.weight.abs().sum()) > 0  # it learnt to use the input
+
+
+def test_the_command_writes_a_checkpoint_that_loads(tmp_path):
+    import subprocess
+    import sys
+
+    from vla_jepa.checkpoint import load_checkpoint
+
+    out = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-m", "vla_jepa.recover", str(tiny_bundle()), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tensors recovered" in proc.stdout
+    original = load_checkpoint(tiny_checkpoint(), with_world_model=False)[0]
+    recovered = load_checkpoint(out, with_world_model=False)[0]
+    _assert_same_weights(original, recovered, ("vlm.language_model.norm.",))

@@ -207,18 +207,19 @@ def _max_abs_err(model: VLAJEPA, bundle: Path) -> float:
 
 
 def main() -> None:
-    import tyro
+    import argparse
 
     from .checkpoint import save_checkpoint
 
-    @dataclass
-    class Args:
-        """Write a training checkpoint (model.safetensors, config, statistics, tokenizer) from an ONNX bundle."""
-        bundle: str
-        out: str
-        num_aux_objects: int = 0  # give the checkpoint a (fresh) object head for that many objects
-
-    a = tyro.cli(Args)
+    p = argparse.ArgumentParser(prog="python -m vla_jepa.recover",
+                                description="Write a training checkpoint (model.safetensors, config, statistics, "
+                                            "tokenizer) from a model bundle, even one exported without torch weights.")
+    p.add_argument("bundle", help="bundle folder (manifest.yaml, prefix.onnx, head.onnx, tokenizer.json)")
+    p.add_argument("out", help="checkpoint folder to write")
+    p.add_argument("--num-aux-objects", type=int, default=0,
+                   help="give the checkpoint a fresh object head for that many objects (a bundle whose head reads "
+                        "the object estimate brings its own)")
+    a = p.parse_args()
     model, stats, report = model_from_bundle(a.bundle, a.num_aux_objects)
     save_checkpoint(a.out, model, stats)
     print(f"{a.out}: {report}")
