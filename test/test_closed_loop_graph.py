@@ -13,23 +13,25 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
+from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
 from vla_jepa_interfaces.srv import ExecuteTask
 from vla_jepa_ros.bringup import Bringup
 from vla_jepa_ros.ros.qos import RELIABLE_QOS
+from vla_jepa_ros.sim.world import BOWL_NAME, SimWorldConfig, random_layout
 
 from .rosutil import RosClient
 
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.23"  # franky-sim of this module binds here
+LAYOUT_SEED = 100  # task k of the module runs on layout LAYOUT_SEED + k - 1
 WALL_PER_SIM_S = 4.0  # generous: the graph runs at about 0.5x real time on 2 shared cores
 HOLD_TOL_M = 0.003
 
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
-    params = {"sim": {"layout_seed": 100, "world": {"robot_host": HOST}},
+    params = {"sim": {"layout_seed": LAYOUT_SEED, "world": {"robot_host": HOST}},
               "franka_controller": {"arm": {"robot_host": HOST}},
               "task_manager": {"status_rate_hz": 10.0}}
     env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -39,6 +41,7 @@ def graph(tmp_path_factory):
         client.subscribe("/franka/state", RobotState, RELIABLE_QOS)
         client.subscribe("/franka/ee_pose", PoseStamped, RELIABLE_QOS)
         client.subscribe("/vla/action_chunk", ActionChunk, RELIABLE_QOS)
+        client.subscribe("/sim/object_poses", ObjectPoses, RELIABLE_QOS)
         estop = client.node.create_publisher(Bool, "/franka/estop", RELIABLE_QOS)
         client.wait_for(lambda: _connected(client) or b.check(), 60, "the controller to connect to franky-sim")
         yield b, client, estop
@@ -87,6 +90,25 @@ def test_expert_solves_task_families(graph, instruction):
 def test_impossible_instruction_fails_on_timeout(graph):
     _, status = _run_task(graph, "pick up the purple cube", timeout_s=4.0)
     assert status.state == TaskStatus.FAILED and "timed out" in status.message
+
+
+def test_the_next_layout_is_placed_when_a_task_ends(graph):
+    """Objects are placed between tasks, not at a task's start: a camera frame rendered just before a reset at the
+    start would be stamped after it and show the last layout (the recorder and the policy take it as the scene)."""
+    b, client, _ = graph
+    _, status = _run_task(graph, "pick up the purple cube", timeout_s=3.0)
+    tasks = list(dict.fromkeys(s.task_id for s in client.statuses if s.state == TaskStatus.RUNNING))
+    assert tasks[-1] == status.task_id
+    next_bowl = np.array(random_layout(SimWorldConfig(), LAYOUT_SEED + len(tasks)).placements[BOWL_NAME][:2])
+
+    def bowl_xy() -> np.ndarray:
+        msg = _latest(client, "/sim/object_poses")
+        p = msg.poses[list(msg.names).index(BOWL_NAME)].position
+        return np.array([p.x, p.y])
+
+    client.wait_for(lambda: np.allclose(bowl_xy(), next_bowl, atol=1e-6), 10,
+                    f"the bowl at the next task's place {next_bowl} (now {bowl_xy()})")
+    assert client.latest_status().task_id == status.task_id  # placed while no task runs
 
 
 def test_estop_topic_stops_and_refuses_until_released(graph):

@@ -1,7 +1,7 @@
 """Run many randomised task episodes through the full simulated ROS graph (collect and eval share this).
 
 One graph (task_manager, sim, policy, franka_controller and, when recording, recorder) runs every episode;
-episode k uses layout seed `seed + k` (the sim node re-places the objects when a task starts). Each episode is
+episode k uses layout seed `seed + k` (the sim node places the next task's objects as soon as a task ends). Each episode is
 a real task through /vla/execute_task, ended by the sim's success check or by its timeout.
 """
 from __future__ import annotations

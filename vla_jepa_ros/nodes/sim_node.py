@@ -31,7 +31,8 @@ class SimNodeConfig:
     layout_seed: int = dataclasses.field(
         default=-1, metadata={"help": "task k runs on the random layout of seed layout_seed + k - 1; -1 = fixed layout"})
     reset_on_task_start: bool = dataclasses.field(
-        default=True, metadata={"help": "place the objects anew when a task starts"})
+        default=True, metadata={"help": "a new layout for every task: the first at startup, the next one as soon as "
+                                        "a task ends (never at a task's start: no frame of a task shows the last one)"})
 
     def __post_init__(self) -> None:
         for name in ("camera_rate_hz", "object_pose_rate_hz"):
@@ -58,10 +59,13 @@ class SimNode(Node):
         self._status: TaskStatus | None = None
         self._task_id = ""
         self._tasks_seen = 0
+        self._layout_task = 0  # number of the task (1, 2, ...) whose layout is in place; 0: none placed
         self._check: SuccessCheck | None = None
         self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         self.world.add_time_hook(self._publish_clock, self.config.clock_period_s)
         self.world.start()
+        if self.config.reset_on_task_start:
+            self._place_layout(1)
         self.create_timer(1.0 / self.config.camera_rate_hz, self._publish_cameras)
         self.create_timer(1.0 / self.config.object_pose_rate_hz, self._publish_poses)
         self.get_logger().info(f"franky-sim FR3 serving on {self.world.robot_host} (robot 1337, gripper 1338); "
@@ -72,8 +76,6 @@ class SimNode(Node):
 
     def _on_status(self, msg: TaskStatus) -> None:
         self._status = msg
-        # Reset the layout now, not at the next pose tick: a camera tick in between would publish the previous
-        # episode's scene stamped after the task start (the recorder and the policy would take it as the first frame).
         self._update_task()
 
     def _publish_cameras(self) -> None:
@@ -105,10 +107,10 @@ class SimNode(Node):
         if running and s.task_id != self._task_id:
             self._task_id = s.task_id
             self._tasks_seen += 1
-            if self.config.reset_on_task_start:
-                seed = self.config.layout_seed + self._tasks_seen - 1 if self.config.layout_seed >= 0 else None
-                self.world.reset(seed=seed)
-                self.get_logger().info(f"task {s.task_id}: layout {'seed ' + str(seed) if seed is not None else 'default'}")
+            if self.config.reset_on_task_start and self._layout_task != self._tasks_seen:
+                # Only if the end of the last task was missed: a camera frame rendered before this reset is stamped
+                # after the task's start, and the recorder and the policy would take the last layout as its first frame.
+                self._place_layout(self._tasks_seen)
             spec = parse_instruction(s.instruction, self.world.config.cube_colours)
             self._check = SuccessCheck(spec, self.success_config) if spec else None
             if spec is None:
@@ -116,6 +118,16 @@ class SimNode(Node):
                                           "it can only end by timeout or stop")
         elif not running:
             self._check = None
+            if self.config.reset_on_task_start and self._task_id and self._layout_task == self._tasks_seen:
+                self._place_layout(self._tasks_seen + 1)  # the task ended: set the next one's table now
+
+    def _place_layout(self, task_number: int) -> None:
+        """Place the objects of task `task_number` (1-based): layout seed layout_seed + task_number - 1."""
+        seed = self.config.layout_seed + task_number - 1 if self.config.layout_seed >= 0 else None
+        self.world.reset(seed=seed)
+        self._layout_task = task_number
+        self.get_logger().info(f"layout {'seed ' + str(seed) if seed is not None else 'default'} placed for "
+                               f"task #{task_number}")
 
     def close(self) -> None:
         self.world.close()

@@ -79,7 +79,8 @@ class GraphProbe:
         from ..ros.conversions import image_to_rgb, stamp_to_s
 
         t = stamp_to_s(msg.header.stamp)
-        if self.record and (not self.frames or t - self.frames[-1][0] >= self.strip_period_s):
+        running = self.status is not None and self.status.state == 1  # between tasks the next layout is on the table
+        if self.record and running and (not self.frames or t - self.frames[-1][0] >= self.strip_period_s):
             with self.lock:
                 self.frames.append((t, image_to_rgb(msg).copy()))
 
