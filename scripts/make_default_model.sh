@@ -18,6 +18,8 @@
 #   6. (round 14) from the round-7 bundle (its ONNX weights read back), the action head also reads the object head's
 #      estimate; 2000 steps on demonstrations + DART with counterfactual instructions, with and without the
 #      alignment loss; export and evaluate both. The JEPA bundle of that stage is the shipped models/tiny_sim.
+#   7. (round 15, session 11) a DAgger round of round 14: its rollouts on 40 new layouts, relabelled by the expert,
+#      added to step 6's data; 2000 steps from each round-14 checkpoint (the action statistics of round 14 kept).
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
 # EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
@@ -122,3 +124,21 @@ for variant in jepa no_wm; do
       --out-dir "$OUT/evalsl14_$variant"
 done
 echo "ship it: $V/vla-jepa export $OUT/round14_jepa/step_002000 models/tiny_sim --model-id tiny-sim-objects-jepa --no-torch-weights --overwrite"
+# ---- round 15 (session 11): DAgger on round 14; the fine-tune keeps round 14's action statistics (the default) ----
+[ -d "$OUT/dagger15_bags" ] || $V/vla-jepa eval "$OUT/bundle14_jepa" \
+    --episodes 20 --seed 7000 --task-timeout-s 25 --out-dir "$OUT/dagger15_rollouts" --record "$OUT/dagger15_bags"
+[ -f "$OUT/cf15/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
+    "$OUT/cf15" --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
+for variant in jepa no_wm; do
+  extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
+  [ -d "$OUT/round15_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$OUT/cf15" \
+      --init-from "$OUT/round14_$variant/step_002000" --out-dir "$OUT/round15_$variant" --threads "$THREADS" \
+      --train.total-steps 2000 --train.batch-size 16 --train.seed 9 --image-shift-px "$SHIFT_PX" \
+      --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 \
+      --train.warmup-steps 50 $extra > "$OUT/round15_$variant.log" 2>&1 &
+done
+wait
+for variant in jepa no_wm; do
+  $V/vla-jepa export "$OUT/round15_$variant/step_002000" "$OUT/bundle15_$variant" --model-id "tiny-sim-dagger-$variant"
+  $V/vla-jepa eval "$OUT/bundle15_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval15_$variant"
+done

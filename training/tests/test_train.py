@@ -238,3 +238,24 @@ def test_a_checkpoint_fine_tunes_at_a_finer_picture(tmp_path):
     out = train(args)
     _, saved, _, _ = load_checkpoint(out["checkpoint"])
     assert (saved.image_size, saved.max_prompt_len) == (192, 320)
+
+
+def test_a_fine_tune_keeps_the_action_statistics_of_its_model(tmp_path):
+    """--init-from a model trained on actions normalises the new targets with that model's action min/max: the new
+    data's wider range (a few relabelled outliers are enough) would change what every output of the head means.
+    --no-keep-action-stats takes the data's range."""
+    from vla_jepa.checkpoint import STATS
+    from vla_jepa.data import synthetic_episodes, write_episode_dataset
+
+    first = train(_args(tmp_path, "first", total_steps=1, use_wm_loss=False))
+    learnt = next(iter(json.loads((first["checkpoint"] / STATS).read_text()).values()))["action"]
+    eps = synthetic_episodes(2, length=8, image_size=64, seed=3)
+    for ep in eps:
+        ep.actions[:, :3] *= 5.0
+    wide = write_episode_dataset(tmp_path / "wide", eps, cameras=["front", "wrist"], fps=10)
+    for keep in (True, False):
+        args = _args(tmp_path, f"tune_{keep}", total_steps=1, use_wm_loss=False)
+        args.synthetic_episodes, args.data = 0, (str(wide),)
+        args.init_from, args.keep_action_stats = str(first["checkpoint"]), keep
+        saved = next(iter(json.loads((train(args)["checkpoint"] / STATS).read_text()).values()))["action"]
+        assert (saved["min"] == learnt["min"] and saved["max"] == learnt["max"]) == keep, (keep, saved, learnt)

@@ -30,7 +30,7 @@ from .config import TrainConfig, VLAJEPAConfig, get_config, replace
 from .data import (ConcatEpisodeSource, InMemoryEpisodeSource, LeRobotEpisodeSource, NativeEpisodeSource, RobotDataset,
                    VideoDataset, VideoFolderSource, actions_states, collate, source_objects, synthetic_episodes)
 from .model import VLAJEPA, make_model
-from .normalize import compute_stats, load_stats, state_stats
+from .normalize import _action_stats, compute_stats, load_stats, state_stats
 from .prompt import load_tokenizer
 from .recover import is_bundle, model_from_bundle
 
@@ -60,6 +60,8 @@ class TrainArgs:
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
     init_from: str | None = None  # our checkpoint folder, or an exported bundle folder (its ONNX weights are read
     #   back; see vla_jepa.recover): start from its weights (e.g. stage 1 -> stage 2, or fine-tune the shipped bundle)
+    keep_action_stats: bool = True  # with --init-from a model trained on actions: keep the action min/max its outputs
+    #   were learnt in (this data's actions outside them are clipped); False takes this data's (rescales every output)
     action_head_objects: bool = False  # the action head also reads the object head's estimate of where each object
     #   is relative to the gripper (needs --train.object-loss-weight > 0; added to an --init-from model at zero)
     public_pt: str | None = None  # released VLA-JEPA .pt to start from
@@ -235,6 +237,25 @@ def _stats_for(source, args: TrainArgs) -> dict:
     return compute_stats(np.concatenate(actions), np.concatenate(states), len(source))
 
 
+def _kept_action_stats(data_stats: dict, model_stats: dict, source: str) -> dict:
+    """A fine-tune normalises its targets with the action statistics of the model it starts from: min-max scaling
+    with this data's range would change what every output of the trained head means (a few outlying relabelled
+    actions can widen a range several times). Returns `data_stats` with the model's action entry."""
+    ours, theirs = _action_stats(model_stats), _action_stats(data_stats)
+    lo, hi = np.asarray(theirs["min"]), np.asarray(theirs["max"])
+    keep_lo, keep_hi = np.asarray(ours["min"]), np.asarray(ours["max"])
+    mask = np.asarray(ours["mask"], dtype=bool)
+    wider = np.nonzero(mask & ((lo < keep_lo - 1e-6) | (hi > keep_hi + 1e-6)))[0]
+    if len(wider):
+        print(f"action statistics kept from {source}; this data reaches past them in dims {wider.tolist()} "
+              f"(min {lo[wider].round(4).tolist()} max {hi[wider].round(4).tolist()} against "
+              f"{keep_lo[wider].round(4).tolist()} {keep_hi[wider].round(4).tolist()}): those targets are clipped "
+              "(--no-keep-action-stats takes this data's range)", flush=True)
+    out = json.loads(json.dumps(data_stats))
+    _action_stats(out).update(json.loads(json.dumps(ours)))
+    return out
+
+
 def with_sizes(model: VLAJEPA, image_size_px: int = 0, max_prompt_len: int = 0) -> VLAJEPA:
     """The same weights at another VLM image size (more image tokens per view) or prompt length; 0 keeps a value.
 
@@ -333,6 +354,9 @@ def train(args: TrainArgs) -> dict:
         summary = state_stats(stats)
         head = model.action_model
         never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
+        if args.init_from and args.keep_action_stats and not never_set:
+            stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / "dataset_statistics.json"),
+                                       args.init_from)
         # a fine-tune keeps the statistics its model learnt with; a model that never had any (new, or pretrained
         # without actions) takes this dataset's
         if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
