@@ -108,15 +108,22 @@ done
 # on the demonstrations + DART episodes with counterfactual instructions (no DAgger bags), both variants side by side
 [ -f "$OUT/cf14/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/cf14" \
     --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
-for variant in jepa no_wm; do
-  extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
-  [ -d "$OUT/round14_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$OUT/cf14" \
-      --init-from "$OUT/bundle7_jepa" --action-head-objects --out-dir "$OUT/round14_$variant" --threads "$THREADS" \
-      --train.total-steps 2000 --train.batch-size 16 --train.seed 8 --image-shift-px "$SHIFT_PX" \
-      --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 \
-      --train.warmup-steps 50 $extra > "$OUT/round14_$variant.log" 2>&1 &
-done
-wait
+# pair ROUND DATA SEED INIT [FLAGS...]: 2000 steps from INIT ("{v}" in it stands for the variant) with and without
+# the alignment loss, side by side, at the learning rates of the object-input rounds
+pair() {
+  local round=$1 data=$2 seed=$3 init=$4 variant extra
+  shift 4
+  for variant in jepa no_wm; do
+    extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
+    [ -d "$OUT/round${round}_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$data" \
+        --init-from "${init//\{v\}/$variant}" "$@" --out-dir "$OUT/round${round}_$variant" --threads "$THREADS" \
+        --train.total-steps 2000 --train.batch-size 16 --train.seed "$seed" --image-shift-px "$SHIFT_PX" \
+        --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 \
+        --train.lr-predictor 3e-4 --train.warmup-steps 50 $extra > "$OUT/round${round}_$variant.log" 2>&1 &
+  done
+  wait
+}
+pair 14 "$OUT/cf14" 8 "$OUT/bundle7_jepa" --action-head-objects
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round14_$variant/step_002000" "$OUT/bundle14_$variant" --model-id "tiny-sim-objects-$variant"
   $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval14_$variant"
@@ -129,15 +136,7 @@ echo "ship it: $V/vla-jepa export $OUT/round14_jepa/step_002000 models/tiny_sim 
     --episodes 20 --seed 7000 --task-timeout-s 25 --out-dir "$OUT/dagger15_rollouts" --record "$OUT/dagger15_bags"
 [ -f "$OUT/cf15/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
     "$OUT/cf15" --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
-for variant in jepa no_wm; do
-  extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
-  [ -d "$OUT/round15_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$OUT/cf15" \
-      --init-from "$OUT/round14_$variant/step_002000" --out-dir "$OUT/round15_$variant" --threads "$THREADS" \
-      --train.total-steps 2000 --train.batch-size 16 --train.seed 9 --image-shift-px "$SHIFT_PX" \
-      --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 --train.lr-predictor 3e-4 \
-      --train.warmup-steps 50 $extra > "$OUT/round15_$variant.log" 2>&1 &
-done
-wait
+pair 15 "$OUT/cf15" 9 "$OUT/round14_{v}/step_002000"
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round15_$variant/step_002000" "$OUT/bundle15_$variant" --model-id "tiny-sim-dagger-$variant"
   $V/vla-jepa eval "$OUT/bundle15_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval15_$variant"
