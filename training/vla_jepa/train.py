@@ -10,6 +10,7 @@ Resume is exact: model, optimizer, scheduler, RNG states and the data position a
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import (TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
+from .checkpoint import (STATS, TRAINER_STATE, check_qwen_preprocessor, config_from_hf_folders, load_checkpoint,
                          load_into, load_public_checkpoint, load_qwen3vl_folder, load_vjepa2_folder,
                          save_checkpoint)
 from .config import TrainConfig, VLAJEPAConfig, get_config, replace
@@ -251,8 +252,8 @@ def _kept_action_stats(data_stats: dict, model_stats: dict, source: str) -> dict
               f"(min {lo[wider].round(4).tolist()} max {hi[wider].round(4).tolist()} against "
               f"{keep_lo[wider].round(4).tolist()} {keep_hi[wider].round(4).tolist()}): those targets are clipped "
               "(--no-keep-action-stats takes this data's range)", flush=True)
-    out = json.loads(json.dumps(data_stats))
-    _action_stats(out).update(json.loads(json.dumps(ours)))
+    out = copy.deepcopy(data_stats)
+    _action_stats(out).update(copy.deepcopy(ours))
     return out
 
 
@@ -355,7 +356,7 @@ def train(args: TrainArgs) -> dict:
         head = model.action_model
         never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
         if args.init_from and args.keep_action_stats and not never_set:
-            stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / "dataset_statistics.json"),
+            stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / STATS),
                                        args.init_from)
         # a fine-tune keeps the statistics its model learnt with; a model that never had any (new, or pretrained
         # without actions) takes this dataset's
