@@ -1,5 +1,7 @@
 """runtime/policy.py + backends on the real `tiny` bundle: ModelPolicy contract, torch == onnxruntime,
 prompt caching, NaN/Inf refusal, reproducible noise. One inference thread everywhere."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from vla_jepa_ros.runtime.torch_backend import TorchBackend, TorchBackendConfig
 
 torch.set_num_threads(1)
 ORT = OnnxRuntimeConfig(intra_op_threads=1, inter_op_threads=1)
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "tiny_sim"  # ONNX only, object input in the head graph
 
 
 def _obs(instruction="pick up the red cube", state=np.linspace(-0.5, 0.5, 8, dtype=np.float32), seed=0, **kw):
@@ -141,6 +144,28 @@ def test_backend_configs_validate():
         OnnxRuntimeBackend(load_bundle(tiny_bundle()), OnnxRuntimeConfig(providers=("NoSuchExecutionProvider",)))
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    """(bundle, onnxruntime policy) of the shipped bundle, which has no torch checkpoint."""
+    b = load_bundle(SHIPPED)
+    assert b.torch_checkpoint is None
+    return b, ModelPolicy(b, OnnxRuntimeBackend(b, ORT))
+
+
+def test_torch_runs_an_onnx_only_bundle_from_its_graphs(shipped):
+    """backend torch on models/tiny_sim: the weights come back from the ONNX graphs and give onnxruntime's chunks."""
+    b, ort = shipped
+    torch_policy = ModelPolicy(b, TorchBackend.from_bundle(b, TorchBackendConfig(num_threads=1)))
+    noise = np.random.default_rng(4).standard_normal((1, 7, 7), dtype=np.float32)
+    obs = _obs(instruction="put the red cube in the bowl")
+    np.testing.assert_allclose(torch_policy.infer(obs, noise=noise).actions, ort.infer(obs, noise=noise).actions,
+                               atol=1e-5)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machines)")
 @pytest.mark.parametrize("cuda_graphs", [False, True])
@@ -150,8 +175,18 @@ def test_torch_cuda_bf16_close_to_cpu(bundle, ort_policy, cuda_graphs):
     noise = np.random.default_rng(3).standard_normal((1, 7, 7), dtype=np.float32)
     ref = ort_policy.infer(_obs(), noise=noise).actions
     got = gpu.infer(_obs(), noise=noise).actions
-    cos = float(ref.ravel() @ got.ravel() / (np.linalg.norm(ref) * np.linalg.norm(got)))
-    assert cos > 0.99
+    assert _cosine(ref, got) > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machines)")
+def test_the_shipped_bundle_on_cuda_graphs_close_to_cpu(shipped):
+    b, ort = shipped
+    gpu = ModelPolicy(b, TorchBackend.from_bundle(b, TorchBackendConfig(device="cuda", cuda_graphs=True)))
+    noise = np.random.default_rng(5).standard_normal((1, 7, 7), dtype=np.float32)
+    for seed in range(3):  # replays of the captured graphs with new inputs
+        obs = _obs(instruction="put the red cube in the bowl", seed=seed)
+        assert _cosine(ort.infer(obs, noise=noise).actions, gpu.infer(obs, noise=noise).actions) > 0.99
 
 
 def test_policy_loop_gates_diagnoses_and_counts(bundle):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.types import Observation
 
-BACKEND_NAMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("torch", "torch-compile", "torch-graphs", "onnxruntime", "tensorrt")  # torch-graphs: CUDA graphs
 STAGES = ("preprocess_ms", "prefix_ms", "head_ms", "postprocess_ms")
 
 
@@ -81,11 +81,12 @@ def make_observation(cameras: tuple[str, ...], seed: int = 0) -> Observation:
 def make_bench_policy(name: str, bundle, config: BenchConfig):
     from .policy import ModelPolicy
 
-    if name in ("torch", "torch-compile"):
+    if name.startswith("torch"):
         from .torch_backend import TorchBackend, TorchBackendConfig
 
         backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(device=config.device, num_threads=config.threads,
-                                                                      compile=name == "torch-compile"))
+                                                                      compile=name == "torch-compile",
+                                                                      cuda_graphs=name == "torch-graphs"))
         backend.name = name
     elif name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig

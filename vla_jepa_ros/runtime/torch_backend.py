@@ -1,5 +1,6 @@
 """`TorchBackend`: the torch model itself (CPU or CUDA; bf16 on GPU; SDPA flash attention; optional
-torch.compile and CUDA graphs). Loads the bundle's inference-only checkpoint (`torch/`)."""
+torch.compile and CUDA graphs). Loads the bundle's inference-only checkpoint (`torch/`); a bundle exported without
+one (ONNX only, like models/tiny_sim) gets its weights read back from the ONNX graphs and checked against them."""
 from __future__ import annotations
 
 import contextlib
@@ -111,10 +112,13 @@ class TorchBackend:
     def from_bundle(cls, bundle: Bundle, config: TorchBackendConfig = TorchBackendConfig()) -> "TorchBackend":
         from vla_jepa.checkpoint import load_checkpoint
 
-        if bundle.torch_checkpoint is None:
-            raise ValueError(f"bundle {bundle.manifest.model_id!r} has no torch checkpoint (export without "
-                             "--no-torch-weights to include one)")
-        model, _, _, _ = load_checkpoint(bundle.torch_checkpoint, with_world_model=False)
+        if bundle.torch_checkpoint is None:  # an ONNX-only bundle (--no-torch-weights): weights from its graphs
+            from vla_jepa.recover import model_from_bundle
+
+            # verify: the recovered model is exported again and must reproduce the bundle's graphs, or this raises
+            model, _, _ = model_from_bundle(bundle.root, verify=True)
+        else:
+            model, _, _, _ = load_checkpoint(bundle.torch_checkpoint, with_world_model=False)
         return cls(model, config)
 
     def _tensor(self, name: str, value: np.ndarray):
