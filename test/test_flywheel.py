@@ -5,6 +5,7 @@ from vla_jepa_ros.core.stats import wilson_interval
 from vla_jepa_ros.flywheel.sim_episodes import (EpisodeResult, episode_instructions, episode_table, paired_table,
                                                 same_layout_instructions, success_table)
 from vla_jepa_ros.sim.tasks import parse_instruction
+from vla_jepa_ros.sim.world import SimWorldConfig, random_layout
 
 
 def test_instructions_interleave_families_and_parse():
@@ -15,6 +16,21 @@ def test_instructions_interleave_families_and_parse():
     assert episode_instructions(3, seed=4) == ins and episode_instructions(3, seed=5) != ins
     with pytest.raises(ValueError, match="unknown task families"):
         episode_instructions(1, families=("juggle",))
+
+
+def test_near_target_names_the_cube_nearest_the_robot_in_each_layout():
+    config = SimWorldConfig()
+    ins = episode_instructions(10, seed=9000, target="near")
+    assert [parse_instruction(i).family for i in ins] == ["pick_up", "put_in_bowl"] * 10
+    for k, text in enumerate(ins):  # episode k meets layout seed + k
+        placements = random_layout(config, 9000 + k).placements
+        named_x = placements[f"{parse_instruction(text).colour}_cube"][0]
+        assert named_x == min(placements[f"{c}_cube"][0] for c in config.cube_colours), (k, text)
+    same = same_layout_instructions(4, seed=9000, target="near")  # every family meets layouts seed.. too
+    colours = [parse_instruction(text).colour for text in ins[:4]]
+    assert all([parse_instruction(text).colour for text in same[f]] == colours for f in ("pick_up", "put_in_bowl"))
+    with pytest.raises(ValueError, match="target 'edge'"):
+        episode_instructions(1, target="edge")
 
 
 def test_wilson_interval_known_values():

@@ -162,7 +162,8 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--bundle", default=None, help="bench this bundle (default: export --preset with random weights)")
     p.add_argument("--preset", default="tiny", help="preset for a random-weight bundle when --bundle is not given")
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list of torch, torch-compile, onnxruntime, tensorrt")
+                   help="comma list of torch, torch-compile, torch-graphs (CUDA graphs; --device cuda), onnxruntime, "
+                        "tensorrt")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
     p.add_argument("--iterations", type=int, default=100)
@@ -313,6 +314,10 @@ def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
     p.add_argument("--task-timeout-s", type=float, default=40.0, help="sim-time limit of each task")
     p.add_argument("--robot-host", default=None,
                    help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside another sim graph; a second graph in the same domain is refused)")
+    p.add_argument("--target", choices=["random", "near"], default="random",
+                   help="which cube each task names: random (colours drawn from --seed), or near: the cube nearest "
+                        "the robot, far from the front camera and often under the arm, where policies fail most "
+                        "(demonstrations or rollouts where they are needed most)")
 
 
 @command("collect", "scripted-expert demonstrations through the sim graph, one recorded MCAP episode bag each")
@@ -332,7 +337,8 @@ def _collect(argv: list[str]) -> int:
         p.error(f"--aim-noise-m {a.aim_noise_m} must be in [0, 0.05] m (the cube is 0.04 m wide)")
     from .flywheel.commands import collect
 
-    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m)
+    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m,
+                   a.target)
 
 
 @command("render-layouts", "thousands of random sim layouts, rendered, with object positions (localisation pretraining)")
@@ -384,7 +390,7 @@ def _eval(argv: list[str]) -> int:
     from .flywheel.commands import evaluate
 
     return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts)
+                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target)
 
 
 @command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")

@@ -17,11 +17,13 @@ def _save(results, path: Path, extra: dict) -> None:
 
 
 def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[str, ...],
-            task_timeout_s: float, robot_host: str | None = None, aim_noise_m: float = 0.0) -> int:
+            task_timeout_s: float, robot_host: str | None = None, aim_noise_m: float = 0.0,
+            target: str = "random") -> int:
     """Scripted-expert episodes through the full sim graph, each recorded as an MCAP episode bag in out_dir.
-    aim_noise_m > 0: the expert aims off target on purpose (DART); relabel those bags with the exact expert."""
+    aim_noise_m > 0: the expert aims off target on purpose (DART); relabel those bags with the exact expert.
+    target "near": each task names the cube nearest the robot in its layout (see episode_instructions)."""
     t0 = time.monotonic()
-    instructions = episode_instructions(episodes_per_family, families, seed=seed)
+    instructions = episode_instructions(episodes_per_family, families, seed=seed, target=target)
     policy = {"policy": "expert", "expert_aim_noise_m": float(aim_noise_m), "expert_aim_noise_seed": int(seed)}
     results = run_sim_episodes(instructions, seed=seed, policy_params=policy, record_dir=out_dir,
                                task_timeout_s=task_timeout_s, robot_host=robot_host)
@@ -30,16 +32,17 @@ def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[s
     print(f"\n{len(results)} episodes recorded in {out_dir} ({time.monotonic() - t0:.0f} s); next: "
           f"vla-jepa bags-to-dataset {out_dir} DATASET{relabel}")
     _save(results, Path(out_dir) / "collect_summary.json",
-          {"policy": "expert", "seed": seed, "aim_noise_m": float(aim_noise_m)})
+          {"policy": "expert", "seed": seed, "aim_noise_m": float(aim_noise_m), "target": target})
     return 0
 
 
 def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[str, ...], backend: str,
              threads: int, out_dir: str, record_dir: str | None, task_timeout_s: float,
-             robot_host: str | None = None, noise_scale: float = 1.0, same_layouts: bool = False) -> int:
+             robot_host: str | None = None, noise_scale: float = 1.0, same_layouts: bool = False,
+             target: str = "random") -> int:
     """A model bundle in the full sim graph (policy node on `backend`): success table with 95 % intervals.
     same_layouts: every family runs on layouts seed..seed+N-1 with the same cube (one graph per family), and a
-    paired table compares the families layout by layout."""
+    paired table compares the families layout by layout. target: which cube the tasks name (episode_instructions)."""
     from ..runtime.bundle import load_bundle
 
     bundle_dir = Path(bundle).resolve()
@@ -51,13 +54,14 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
                robot_host=robot_host)
     if same_layouts:
         results = []
-        for family, instructions in same_layout_instructions(episodes_per_family, families, seed=seed).items():
+        for family, instructions in same_layout_instructions(episodes_per_family, families, seed=seed,
+                                                                          target=target).items():
             results += run_sim_episodes(instructions, out_dir=Path(out_dir) / family, **run)
         results = [dataclasses.replace(r, episode=k) for k, r in enumerate(results)]
         last = seed + episodes_per_family - 1
     else:
-        results = run_sim_episodes(episode_instructions(episodes_per_family, families, seed=seed), out_dir=out_dir,
-                                   **run)
+        results = run_sim_episodes(episode_instructions(episodes_per_family, families, seed=seed, target=target),
+                                   out_dir=out_dir, **run)
         last = seed + len(results) - 1
     print(f"\nmodel {manifest.model_id} ({backend}, noise scale {noise_scale:g}), layouts seeds {seed}..{last}"
           f"{' (the same for every family)' if same_layouts else ''}\n")
@@ -66,6 +70,6 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
         print("\n" + paired_table(results))
     _save(results, Path(out_dir) / "eval_results.json",
           {"model_id": manifest.model_id, "bundle": str(bundle_dir), "backend": backend, "seed": seed,
-           "noise_scale": noise_scale, "same_layouts": same_layouts, "wall_s": time.monotonic() - t0})
+           "noise_scale": noise_scale, "same_layouts": same_layouts, "target": target, "wall_s": time.monotonic() - t0})
     print(f"\nimage strips and eval_results.json in {out_dir}")
     return 0
