@@ -20,6 +20,9 @@
 #      alignment loss; export and evaluate both. The JEPA bundle of that stage is the shipped models/tiny_sim.
 #   7. (round 15, session 11) a DAgger round of round 14: its rollouts on 40 new layouts, relabelled by the expert,
 #      added to step 6's data; 2000 steps from each round-14 checkpoint (the action statistics of round 14 kept).
+#   8. (round 16, session 12) where round 14 fails most, the cube nearest the robot (`--target near`): 60 expert
+#      demonstrations and 40 round-14 rollouts (DAgger) on such layouts, added to step 7's data; 2000 steps from
+#      each round-14 checkpoint; export and evaluate both on held-out layouts, the near-cube ones included.
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
 # EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
@@ -140,4 +143,19 @@ pair 15 "$OUT/cf15" 9 "$OUT/round14_{v}/step_002000"
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round15_$variant/step_002000" "$OUT/bundle15_$variant" --model-id "tiny-sim-dagger-$variant"
   $V/vla-jepa eval "$OUT/bundle15_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval15_$variant"
+done
+# ---- round 16 (session 12): demonstrations and DAgger rollouts where the named cube is the one nearest the robot ----
+[ -f "$OUT/near_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/near_bags" --episodes 30 --seed 9000 --target near
+[ -d "$OUT/dagger_near_bags" ] || $V/vla-jepa eval "$OUT/bundle14_jepa" --episodes 20 --seed 9100 --target near \
+    --task-timeout-s 25 --out-dir "$OUT/dagger_near_rollouts" --record "$OUT/dagger_near_bags"
+[ -f "$OUT/cf16/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
+    "$OUT/near_bags" "$OUT/dagger_near_bags" "$OUT/cf16" --image-size-px 128 --no-lerobot --relabel-expert \
+    --counterfactual-colours
+pair 16 "$OUT/cf16" 10 "$OUT/round14_{v}/step_002000"
+for variant in jepa no_wm; do
+  $V/vla-jepa export "$OUT/round16_$variant/step_002000" "$OUT/bundle16_$variant" --model-id "tiny-sim-near-$variant" \
+      --no-torch-weights
+  $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval16_$variant"
+  $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near --task-timeout-s 30 \
+      --out-dir "$OUT/evalnear16_$variant"
 done

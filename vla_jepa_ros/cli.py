@@ -316,8 +316,8 @@ def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
                    help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside another sim graph; a second graph in the same domain is refused)")
     p.add_argument("--target", choices=["random", "near"], default="random",
                    help="which cube each task names: random (colours drawn from --seed), or near: the cube nearest "
-                        "the robot, far from the front camera and often under the arm, where policies fail most "
-                        "(demonstrations or rollouts where they are needed most)")
+                        "the robot, far from the front camera and often under the arm (harder for a learned "
+                        "policy: demonstrations, rollouts or an evaluation of that case)")
 
 
 @command("collect", "scripted-expert demonstrations through the sim graph, one recorded MCAP episode bag each")
