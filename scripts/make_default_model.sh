@@ -20,7 +20,7 @@
 #      alignment loss; export and evaluate both. The JEPA bundle of that stage is the shipped models/tiny_sim.
 #   7. (round 15, session 11) a DAgger round of round 14: its rollouts on 40 new layouts, relabelled by the expert,
 #      added to step 6's data; 2000 steps from each round-14 checkpoint (the action statistics of round 14 kept).
-#   8. (round 16, session 12) where round 14 fails most, the cube nearest the robot (`--target near`): 60 expert
+#   8. (round 16, session 12) round 14's weak case, the cube nearest the robot (`--target near`): 60 expert
 #      demonstrations and 40 round-14 rollouts (DAgger) on such layouts, added to step 7's data; 2000 steps from
 #      each round-14 checkpoint; export and evaluate both on held-out layouts, the near-cube ones included.
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,

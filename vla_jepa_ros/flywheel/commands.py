@@ -54,8 +54,8 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
                robot_host=robot_host)
     if same_layouts:
         results = []
-        for family, instructions in same_layout_instructions(episodes_per_family, families, seed=seed,
-                                                                          target=target).items():
+        schedule = same_layout_instructions(episodes_per_family, families, seed=seed, target=target)
+        for family, instructions in schedule.items():
             results += run_sim_episodes(instructions, out_dir=Path(out_dir) / family, **run)
         results = [dataclasses.replace(r, episode=k) for k, r in enumerate(results)]
         last = seed + episodes_per_family - 1
