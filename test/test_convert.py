@@ -223,3 +223,33 @@ def test_counterfactual_colours_repeat_the_reach_phase_naming_each_other_cube_wi
                  for k in range(reach)]
         np.testing.assert_allclose(v.actions, expert_actions(v.states, poses, v.instruction), atol=1e-6)
         assert np.abs(v.actions[:, 1] - original.actions[:reach, 1]).max() > 0.005  # it steers elsewhere in y
+
+
+def test_named_object_tracks_the_cube_each_instruction_names_counterfactual_copies_included(tmp_path):
+    """--named-object appends one more tracked object, at every step where the instruction's cube is: the original
+    episode's red cube, each counterfactual copy's own cube."""
+    from vla_jepa.data import NativeEpisodeSource
+    from vla_jepa_ros.dataset.convert import NAMED_OBJECT
+
+    write_bag(tmp_path / "bags" / "task-0001", object_poses=True, other_cubes={"blue_cube": (0.45, 0.2),
+                                                                               "green_cube": (0.6, -0.2)},
+              close_at_s=0.5)
+    write_bag(tmp_path / "bags" / "task-0002")  # no object poses: nothing says where the named cube is
+    reports = bags_to_dataset([tmp_path / "bags"], tmp_path / "ds",
+                              ConvertConfig(min_steps=2, lerobot=False, named_object=True), progress=False)
+    assert reports[0].kept and not reports[1].kept and "named object" in reports[1].reason
+    reports = bags_to_dataset([tmp_path / "bags" / "task-0001"], tmp_path / "ds",
+                              ConvertConfig(min_steps=2, lerobot=False, relabel_expert=True, named_object=True,
+                                            counterfactual_colours=True), progress=False, overwrite=True)
+    assert reports[0].kept and reports[0].counterfactual == 2
+    source = NativeEpisodeSource(tmp_path / "ds")
+    episodes = [source.load(i) for i in range(len(source))]
+    assert source.meta["objects"]["names"][-1] == NAMED_OBJECT and len(source.meta["objects"]["names"]) == 5
+    named = {}
+    for ep in episodes:
+        assert ep.object_names[-1] == NAMED_OBJECT and ep.objects.shape[1] == len(ep.object_names)
+        cube = ep.instruction.split()[-2] + "_cube"  # 'pick up the blue cube' -> blue_cube
+        np.testing.assert_array_equal(ep.objects[:, -1], ep.objects[:, ep.object_names.index(cube)])
+        named[cube] = ep.objects[0, -1]
+    assert sorted(named) == ["blue_cube", "green_cube", "red_cube"]
+    assert len({tuple(np.round(p, 3)) for p in named.values()}) == 3  # three different places

@@ -289,6 +289,11 @@ def _bags_to_dataset(argv: list[str]) -> int:
                         "close) once per other cube in the scene, the instruction naming that cube and the expert's "
                         "labels for it. Same pictures, different words, different actions: a model can no longer "
                         "ignore which colour it is asked for")
+    p.add_argument("--named-object", action="store_true",
+                   help="track one more object, 'named_object': where the object the instruction names is at each "
+                        "step (needs /sim/object_poses). A model trained with the object loss then learns to find "
+                        "the named cube from the words, and an action head that reads the estimate gets the offset "
+                        "to its target directly")
     p.add_argument("--min-steps", type=int, default=8, help="skip episodes shorter than this")
     p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -296,7 +301,7 @@ def _bags_to_dataset(argv: list[str]) -> int:
     from .dataset.convert import main_from_args
 
     return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
-                          a.overwrite, a.relabel_expert, a.counterfactual_colours)
+                          a.overwrite, a.relabel_expert, a.counterfactual_colours, a.named_object)
 
 
 @command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")

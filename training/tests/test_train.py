@@ -259,3 +259,43 @@ def test_a_fine_tune_keeps_the_action_statistics_of_its_model(tmp_path):
         args.init_from, args.keep_action_stats = str(first["checkpoint"]), keep
         saved = next(iter(json.loads((train(args)["checkpoint"] / STATS).read_text()).values()))["action"]
         assert (saved["min"] == learnt["min"] and saved["max"] == learnt["max"]) == keep, (keep, saved, learnt)
+
+
+def test_a_model_grows_the_objects_a_dataset_adds_without_changing_its_policy():
+    """--init-from on a dataset that tracks one more object (bags-to-dataset --named-object): the old objects keep
+    their weights and normalisation, the new one gets an output of the object head, the dataset's statistics and
+    zero weight in the action head's object encoder, so the policy's chunks are unchanged until it trains."""
+    from vla_jepa.config import get_config, replace
+    from vla_jepa.model import make_model
+    from vla_jepa.train import with_more_objects
+
+    torch.manual_seed(0)
+    cfg = replace(get_config("tiny"), num_aux_objects=2, action_head_objects=True)
+    model = make_model(cfg, with_world_model=False)
+    model.action_model.set_object_normalization([[0.5, 0.0, 0.02], [0.6, 0.1, 0.0]], [[0.1, 0.1, 0.01]] * 2)
+    with torch.no_grad():  # a trained encoder: non-zero weights everywhere
+        for p in model.action_model.object_encoder.parameters():
+            p.normal_(0, 0.1)
+    info = {"names": ["a", "b", "named_object"], "mean_m": [[9.0] * 3, [9.0] * 3, [0.45, -0.1, 0.02]],
+            "std_m": [[1.0] * 3, [1.0] * 3, [0.05, 0.12, 0.0]]}
+    assert with_more_objects(model, {**info, "names": ["a", "b"]}) is model
+    grown = with_more_objects(model, info)
+    assert grown.cfg.num_aux_objects == 3 and model.cfg.num_aux_objects == 2
+    head, old = grown.action_model, model.action_model
+    assert torch.equal(head.object_mean[:6], old.object_mean) and torch.equal(head.object_std[:6], old.object_std)
+    assert head.object_mean[6:].tolist() == pytest.approx([0.45, -0.1, 0.02])
+    assert head.object_std[6:].tolist() == pytest.approx([0.05, 0.12, 1e-3])  # floored like set_object_normalization
+    emb = torch.randn(4, 32, cfg.text.hidden_size)
+    noise = torch.randn(4, cfg.horizon, cfg.action_dim)
+    state = torch.randn(4, cfg.state_dim)
+    with torch.no_grad():
+        estimate = grown.object_estimate(emb)
+        assert torch.allclose(estimate[:, :6], model.object_estimate(emb), atol=1e-6)  # other matmul widths
+        assert estimate[:, 6:].abs().sum() > 0  # a fresh output, not a copy of zeros
+        anything = torch.randn(4, 3)  # whatever the new estimate says, the chunks stay those of the old model
+        before = old.sample(emb, noise, state, estimate[:, :6])
+        after = head.sample(emb, noise, state, torch.cat([estimate[:, :6], anything], dim=1))
+    assert torch.allclose(before, after, atol=1e-6)
+    with pytest.raises(ValueError, match="has none"):
+        with_more_objects(make_model(replace(cfg, num_aux_objects=0, action_head_objects=False),
+                                     with_world_model=False), info)

@@ -287,6 +287,44 @@ def with_object_input(model: VLAJEPA) -> VLAJEPA:
     return new
 
 
+def with_more_objects(model: VLAJEPA, objects: dict) -> VLAJEPA:
+    """The same model tracking the dataset's objects {"names", "mean_m", "std_m"} when the dataset appends objects to
+    those the model knows (e.g. bags-to-dataset --named-object after a model trained without it). The model's N0
+    objects keep their weights and normalisation (they are taken to be the dataset's first N0); the object head gains
+    fresh outputs for the rest, and the action head's object encoder (if any) zero weights for them, so the policy
+    is unchanged until it trains."""
+    n0, n = model.cfg.num_aux_objects, len(objects["names"])
+    if n <= n0:
+        return model
+    if n0 == 0:
+        raise ValueError("with_more_objects grows an existing object head; this model has none")
+    new = make_model(replace(model.cfg, num_aux_objects=n), model.tokenizer, with_world_model=model.with_world_model)
+    old = model.state_dict()
+    grown = {}  # name -> (old tensor, its leading part in the new shape)
+    for name, tensor in new.state_dict().items():
+        if name in old and old[name].shape != tensor.shape:
+            grown[name] = old.pop(name)
+    report = load_into(new, old)
+    if report.unexpected or sorted(grown) != sorted(report.missing):
+        raise KeyError(f"growing the object head from {n0} to {n} objects: {report}, resized {sorted(grown)}")
+    own = new.state_dict()
+    with torch.no_grad():
+        for name, tensor in grown.items():
+            target = own[name]
+            if name.startswith("action_model.object_encoder") and name.endswith("weight"):  # (hidden, 3N): new inputs
+                target.zero_()
+                target[:, :tensor.shape[1]].copy_(tensor)
+            elif name in ("action_model.object_mean", "action_model.object_std"):  # (3N,)
+                stats = np.asarray(objects["mean_m" if name.endswith("mean") else "std_m"], np.float32).reshape(-1)
+                target.copy_(torch.from_numpy(stats))
+                target[:tensor.shape[0]].copy_(tensor)
+            else:  # the object head's last layer, (3N, hidden) and (3N,): new outputs keep their fresh init
+                target[:tensor.shape[0]].copy_(tensor)
+    if new.action_model.object_encoder is not None:
+        new.action_model.object_std.clamp_(min=1e-3)
+    return new
+
+
 def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     torch.manual_seed(args.train.seed)
     model = _build_model(args, cfg)
@@ -350,6 +388,12 @@ def train(args: TrainArgs) -> dict:
         model, cfg, stats, _ = load_checkpoint(args.resume)
     else:
         model = build_model(args, cfg)
+        if tcfg.object_loss_weight > 0 and source_objects(source) and model.object_head is not None:
+            grown = with_more_objects(model, source_objects(source))
+            if grown is not model:
+                print(f"object head: {model.cfg.num_aux_objects} -> {grown.cfg.num_aux_objects} objects "
+                      f"(the dataset's {source_objects(source)['names'][model.cfg.num_aux_objects:]} added)", flush=True)
+            model = grown
         cfg = model.cfg
         stats = _stats_for(source, args)
         summary = state_stats(stats)

@@ -17,12 +17,14 @@ import numpy as np
 
 from ..core.images import ImageError, decode_compressed, raw_to_rgb, resize_rgb
 from ..core.types import DELTA_EE_DIM_NAMES, STATE_DIM_NAMES, robot_state_vector
+from ..sim.tasks import parse_instruction
 from .align import ChunkRecord, Stream, align_episode
 from .relabel import counterfactual_instructions, expert_actions
 
 STATE_TOPIC = "/franka/state"
 CHUNK_TOPIC = "/vla/action_chunk"
 OBJECTS_TOPIC = "/sim/object_poses"  # simulation ground truth: kept as per-step object positions when recorded
+NAMED_OBJECT = "named_object"  # with ConvertConfig.named_object: the object the instruction names, after the others
 SUCCEEDED = "SUCCEEDED"
 GRIPPER_OPEN_DIM = STATE_DIM_NAMES.index("gripper_open")  # the commanded open flag in the state vector
 
@@ -36,6 +38,7 @@ class ConvertConfig:
     lerobot: bool = True            # also write <out>/lerobot_v3
     relabel_expert: bool = False    # targets: the scripted expert's action at each step (DAgger), not the executed one
     counterfactual_colours: bool = False  # + the reach phase once per other cube, instruction and labels for it
+    named_object: bool = False      # + one more tracked object: where the object the instruction names is
 
     def __post_init__(self) -> None:
         if self.counterfactual_colours and not self.relabel_expert:
@@ -161,12 +164,27 @@ def read_episode(bag: Path, config: ConvertConfig):
             reach = int(closed[0]) if len(closed) else len(states)
             variants = [Episode(frames=frames[:reach], states=states[:reach],
                                 actions=expert_actions(states[:reach], step_poses[:reach], other),
-                                instruction=other, objects=None if positions is None else positions[:reach],
-                                object_names=names)
+                                instruction=other, object_names=names, objects=positions[:reach])
                         for other in counterfactual_instructions(instruction, names)]
     episode = Episode(frames=frames, states=states, actions=actions, instruction=instruction, objects=positions,
                       object_names=names)
+    if config.named_object:
+        if positions is None:
+            raise ValueError(f"the named object's position needs {OBJECTS_TOPIC} in the bag")
+        episode, variants = with_named_object(episode), [with_named_object(v) for v in variants]
     return episode, meta.get("outcome", ""), period_s, variants
+
+
+def with_named_object(episode):
+    """The episode with one more tracked object, NAMED_OBJECT, after the others: at each step the position (T, 3) of
+    the object its instruction names. A model that estimates it must read the words to find the object, and a head
+    that reads its estimate gets the way to the target without picking it out of every object's offset."""
+    spec = parse_instruction(episode.instruction)
+    if spec is None or spec.object_name not in episode.object_names:
+        raise ValueError(f"{episode.instruction!r} names no tracked object of {list(episode.object_names)}")
+    named = episode.objects[:, episode.object_names.index(spec.object_name)]  # (T, 3)
+    return dataclasses.replace(episode, objects=np.concatenate([episode.objects, named[:, None]], axis=1),
+                               object_names=(*episode.object_names, NAMED_OBJECT))
 
 
 def _object_positions(poses: Stream, indices: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -248,10 +266,10 @@ def print_reports(reports: list[EpisodeReport], seconds: float) -> None:
 
 def main_from_args(bags: list[str], out: str, cameras: list[str], image_size_px: int, keep_failed: bool,
                    min_steps: int, lerobot: bool, overwrite: bool, relabel_expert: bool = False,
-                   counterfactual_colours: bool = False) -> int:
+                   counterfactual_colours: bool = False, named_object: bool = False) -> int:
     t0 = time.monotonic()
     reports = bags_to_dataset(bags, out, ConvertConfig(tuple(cameras), image_size_px, keep_failed, min_steps,
-                                                       lerobot, relabel_expert, counterfactual_colours),
+                                                       lerobot, relabel_expert, counterfactual_colours, named_object),
                               overwrite=overwrite)
     print_reports(reports, time.monotonic() - t0)
     return 0
