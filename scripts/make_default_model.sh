@@ -23,6 +23,9 @@
 #   8. (round 16, session 12) round 14's weak case, the cube nearest the robot (`--target near`): 60 expert
 #      demonstrations and 40 round-14 rollouts (DAgger) on such layouts, added to step 7's data; 2000 steps from
 #      each round-14 checkpoint; export and evaluate both on held-out layouts, the near-cube ones included.
+#   9. (round 17, session 13) step 8's bags converted with --named-object (a fifth tracked object: the cube the
+#      instruction names); 3000 steps from each round-16 checkpoint, whose object head grows the new slot and whose
+#      action head then reads the named cube's offset from the gripper; export and evaluate both.
 # Every seed is fixed; knobs via the environment: EPISODES, SEEDS, LAYOUTS, PRE_STEPS, STEPS, SHIFT_PX, OBJ_WEIGHT,
 # EVAL_EPISODES, THREADS, OUT.
 set -euo pipefail
@@ -113,14 +116,15 @@ done
     --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
 # pair ROUND DATA SEED INIT [FLAGS...]: 2000 steps from INIT ("{v}" in it stands for the variant) with and without
 # the alignment loss, side by side, at the learning rates of the object-input rounds
+# (ROUND_STEPS=N before it: N steps instead of 2000)
 pair() {
-  local round=$1 data=$2 seed=$3 init=$4 variant extra
+  local round=$1 data=$2 seed=$3 init=$4 steps=${ROUND_STEPS:-2000} variant extra
   shift 4
   for variant in jepa no_wm; do
     extra=""; [ $variant = no_wm ] && extra=--train.no-use-wm-loss
-    [ -d "$OUT/round${round}_$variant/step_002000" ] || $V/vla-jepa-train --preset tiny --data "$data" \
+    [ -d "$OUT/round${round}_$variant/$(printf step_%06d "$steps")" ] || $V/vla-jepa-train --preset tiny --data "$data" \
         --init-from "${init//\{v\}/$variant}" "$@" --out-dir "$OUT/round${round}_$variant" --threads "$THREADS" \
-        --train.total-steps 2000 --train.batch-size 16 --train.seed "$seed" --image-shift-px "$SHIFT_PX" \
+        --train.total-steps "$steps" --train.batch-size 16 --train.seed "$seed" --image-shift-px "$SHIFT_PX" \
         --train.object-loss-weight "$OBJ_WEIGHT" --train.lr-vlm 1e-4 --train.lr-action-head 3e-4 \
         --train.lr-predictor 3e-4 --train.warmup-steps 50 $extra > "$OUT/round${round}_$variant.log" 2>&1 &
   done
@@ -158,4 +162,17 @@ for variant in jepa no_wm; do
   $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval16_$variant"
   $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near --task-timeout-s 30 \
       --out-dir "$OUT/evalnear16_$variant"
+done
+# ---- round 17 (session 13): the object head also finds the cube the instruction names, and the action head reads ----
+# its offset from the gripper (bags-to-dataset --named-object; the round-16 checkpoints grow a fifth object slot)
+[ -f "$OUT/cf17/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
+    "$OUT/near_bags" "$OUT/dagger_near_bags" "$OUT/cf17" --image-size-px 128 --no-lerobot --relabel-expert \
+    --counterfactual-colours --named-object
+ROUND_STEPS=3000 pair 17 "$OUT/cf17" 11 "$OUT/round16_{v}/step_002000"
+for variant in jepa no_wm; do
+  $V/vla-jepa export "$OUT/round17_$variant/step_003000" "$OUT/bundle17_$variant" --model-id "tiny-sim-named-$variant" \
+      --no-torch-weights
+  $V/vla-jepa eval "$OUT/bundle17_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval17_$variant"
+  $V/vla-jepa eval "$OUT/bundle17_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near --task-timeout-s 30 \
+      --out-dir "$OUT/evalnear17_$variant"
 done

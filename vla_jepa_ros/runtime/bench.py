@@ -78,7 +78,8 @@ def make_observation(cameras: tuple[str, ...], seed: int = 0) -> Observation:
                        instruction="put the red cube in the bowl", task_id="bench")
 
 
-def make_bench_policy(name: str, bundle, config: BenchConfig):
+def make_bench_policy(name: str, bundle, config: BenchConfig, torch_model=None):
+    """torch_model: the bundle's model loaded once (TorchBackend.load_model) for every torch variant."""
     from .policy import ModelPolicy
 
     if name.startswith("torch"):
@@ -86,7 +87,8 @@ def make_bench_policy(name: str, bundle, config: BenchConfig):
 
         backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(device=config.device, num_threads=config.threads,
                                                                       compile=name == "torch-compile",
-                                                                      cuda_graphs=name == "torch-graphs"))
+                                                                      cuda_graphs=name == "torch-graphs"),
+                                           model=torch_model)
         backend.name = name
     elif name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig
@@ -103,9 +105,14 @@ def bench_backends(bundle, config: BenchConfig, log=print) -> dict[str, list[dic
     """-> backend name -> per-call stage timings (ms), interleaved rounds of 10 calls per backend."""
     obs = make_observation(bundle.manifest.cameras)
     policies = {}
+    torch_model = None  # loaded once for every torch variant (an ONNX-only bundle's recovery takes seconds)
+    if sum(name.startswith("torch") for name in config.backends) > 1:
+        from .torch_backend import TorchBackend
+
+        torch_model = TorchBackend.load_model(bundle)
     for name in config.backends:
         try:
-            policies[name] = make_bench_policy(name, bundle, config)
+            policies[name] = make_bench_policy(name, bundle, config, torch_model)
         except (RuntimeError, ValueError, ImportError) as exc:
             log(f"skipping backend {name}: {exc}")
     for name, p in policies.items():

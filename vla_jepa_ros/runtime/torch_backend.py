@@ -109,17 +109,25 @@ class TorchBackend:
         self._graphs = None  # (prefix graph, head graph, static inputs, static embodied, static out)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, config: TorchBackendConfig = TorchBackendConfig()) -> "TorchBackend":
+    def from_bundle(cls, bundle: Bundle, config: TorchBackendConfig = TorchBackendConfig(),
+                    model=None) -> "TorchBackend":
+        """model: the bundle's `load_model` result, to share one load between backends (it is copied: the
+        backend moves its model to its device and dtype)."""
+        import copy
+
+        return cls(copy.deepcopy(model) if model is not None else cls.load_model(bundle), config)
+
+    @staticmethod
+    def load_model(bundle: Bundle):
+        """The bundle's VLAJEPA on the CPU: its torch checkpoint, or for an ONNX-only bundle (--no-torch-weights)
+        the weights read back from its graphs (verified: exported again, they must reproduce the graphs)."""
         from vla_jepa.checkpoint import load_checkpoint
 
-        if bundle.torch_checkpoint is None:  # an ONNX-only bundle (--no-torch-weights): weights from its graphs
+        if bundle.torch_checkpoint is None:
             from vla_jepa.recover import model_from_bundle
 
-            # verify: the recovered model is exported again and must reproduce the bundle's graphs, or this raises
-            model, _, _ = model_from_bundle(bundle.root, verify=True)
-        else:
-            model, _, _, _ = load_checkpoint(bundle.torch_checkpoint, with_world_model=False)
-        return cls(model, config)
+            return model_from_bundle(bundle.root, verify=True)[0]
+        return load_checkpoint(bundle.torch_checkpoint, with_world_model=False)[0]
 
     def _tensor(self, name: str, value: np.ndarray):
         t = self._torch.from_numpy(np.ascontiguousarray(value)).to(self.device, non_blocking=True)
