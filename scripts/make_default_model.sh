@@ -156,23 +156,23 @@ done
     "$OUT/near_bags" "$OUT/dagger_near_bags" "$OUT/cf16" --image-size-px 128 --no-lerobot --relabel-expert \
     --counterfactual-colours
 pair 16 "$OUT/cf16" 10 "$OUT/round14_{v}/step_002000"
-for variant in jepa no_wm; do
-  $V/vla-jepa export "$OUT/round16_$variant/step_002000" "$OUT/bundle16_$variant" --model-id "tiny-sim-near-$variant" \
-      --no-torch-weights
-  $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval16_$variant"
-  $V/vla-jepa eval "$OUT/bundle16_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near --task-timeout-s 30 \
-      --out-dir "$OUT/evalnear16_$variant"
-done
+# export_eval ROUND STEP MODEL_ID: both variants' ONNX-only bundles, evaluated on 2000.. and the near-cube layouts 9200..
+export_eval() {
+  local round=$1 step=$2 id=$3 variant
+  for variant in jepa no_wm; do
+    $V/vla-jepa export "$OUT/round${round}_$variant/$step" "$OUT/bundle${round}_$variant" --model-id "$id-$variant" \
+        --no-torch-weights
+    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 \
+        --out-dir "$OUT/eval${round}_$variant"
+    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near \
+        --task-timeout-s 30 --out-dir "$OUT/evalnear${round}_$variant"
+  done
+}
+export_eval 16 step_002000 tiny-sim-near
 # ---- round 17 (session 13): the object head also finds the cube the instruction names, and the action head reads ----
 # its offset from the gripper (bags-to-dataset --named-object; the round-16 checkpoints grow a fifth object slot)
 [ -f "$OUT/cf17/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
     "$OUT/near_bags" "$OUT/dagger_near_bags" "$OUT/cf17" --image-size-px 128 --no-lerobot --relabel-expert \
     --counterfactual-colours --named-object
 ROUND_STEPS=3000 pair 17 "$OUT/cf17" 11 "$OUT/round16_{v}/step_002000"
-for variant in jepa no_wm; do
-  $V/vla-jepa export "$OUT/round17_$variant/step_003000" "$OUT/bundle17_$variant" --model-id "tiny-sim-named-$variant" \
-      --no-torch-weights
-  $V/vla-jepa eval "$OUT/bundle17_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval17_$variant"
-  $V/vla-jepa eval "$OUT/bundle17_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near --task-timeout-s 30 \
-      --out-dir "$OUT/evalnear17_$variant"
-done
+export_eval 17 step_003000 tiny-sim-named
