@@ -300,7 +300,7 @@ def with_more_objects(model: VLAJEPA, objects: dict) -> VLAJEPA:
         raise ValueError("with_more_objects grows an existing object head; this model has none")
     new = make_model(replace(model.cfg, num_aux_objects=n), model.tokenizer, with_world_model=model.with_world_model)
     old = model.state_dict()
-    grown = {}  # name -> (old tensor, its leading part in the new shape)
+    grown = {}  # name -> the old tensor: the leading part of the new, larger one
     for name, tensor in new.state_dict().items():
         if name in old and old[name].shape != tensor.shape:
             grown[name] = old.pop(name)
