@@ -388,11 +388,12 @@ def train(args: TrainArgs) -> dict:
         model, cfg, stats, _ = load_checkpoint(args.resume)
     else:
         model = build_model(args, cfg)
-        if tcfg.object_loss_weight > 0 and source_objects(source) and model.object_head is not None:
-            grown = with_more_objects(model, source_objects(source))
+        objects = source_objects(source)
+        if tcfg.object_loss_weight > 0 and objects and model.object_head is not None:
+            grown = with_more_objects(model, objects)
             if grown is not model:
                 print(f"object head: {model.cfg.num_aux_objects} -> {grown.cfg.num_aux_objects} objects "
-                      f"(the dataset's {source_objects(source)['names'][model.cfg.num_aux_objects:]} added)", flush=True)
+                      f"(the dataset's {objects['names'][model.cfg.num_aux_objects:]} added)", flush=True)
             model = grown
         cfg = model.cfg
         stats = _stats_for(source, args)
@@ -406,7 +407,6 @@ def train(args: TrainArgs) -> dict:
         # without actions) takes this dataset's
         if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
             head.set_state_normalization(summary["mean"], summary["std"])
-        objects = source_objects(source)
         if head.object_encoder is not None and objects and bool((head.object_mean == 0).all()
                                                                 and (head.object_std == 1).all()):
             head.set_object_normalization(objects["mean_m"], objects["std_m"])

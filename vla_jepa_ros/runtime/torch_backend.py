@@ -4,6 +4,7 @@ one (ONNX only, like models/tiny_sim) gets its weights read back from the ONNX g
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 
@@ -113,8 +114,6 @@ class TorchBackend:
                     model=None) -> "TorchBackend":
         """model: the bundle's `load_model` result, to share one load between backends (it is copied: the
         backend moves its model to its device and dtype)."""
-        import copy
-
         return cls(copy.deepcopy(model) if model is not None else cls.load_model(bundle), config)
 
     @staticmethod
