@@ -1,6 +1,6 @@
 """`vla-jepa`: the project's command line. Each command imports only what it needs.
 
-    vla-jepa demo [--episodes N]          simulated Franka, one task end to end through the ROS graph
+    vla-jepa demo [--episodes N]          simulated Franka, the learned policy on one task through the ROS graph
     vla-jepa export CHECKPOINT OUT_DIR    model bundle (ONNX + manifest), parity-checked against torch
     vla-jepa build-engine BUNDLE          TensorRT engines for this GPU (cached in BUNDLE/engines)
     vla-jepa verify-engine BUNDLE         TensorRT vs onnxruntime on the same inputs, with latency
@@ -38,20 +38,27 @@ DEFAULT_MODEL = "models/tiny_sim"  # the shipped bundle (scripts/make_default_mo
 
 @command("demo", "run the simulated Franka: send a task through the ROS graph, print a summary, save images")
 def _demo(argv: list[str]) -> int:
+    from .sim.demo import DEMO_LAYOUT_SEED, INSTRUCTION
+
     p = _parser("demo", "Bring up the sim graph (franky-sim FR3 in MuJoCo, cameras, policy, controller, task "
-                        "manager), send 'put the red cube in the bowl' through /vla/execute_task, wait for the "
-                        "outcome and print a summary. With --episodes N: N randomised episodes and a success rate.")
+                        f"manager), send {INSTRUCTION!r} through /vla/execute_task, wait for the outcome and print "
+                        "a summary. By default the shipped learned bundle drives the arm from the cameras and the "
+                        f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on, where it "
+                        "succeeded 4 times in 5 (over 20 random held-out layouts: 15/20; models/tiny_sim/README.md). "
+                        "With --episodes N: N layouts from --seed on, and a success rate.")
     p.add_argument("--episodes", type=int, default=1, help="number of randomised episodes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode's layout")
+    p.add_argument("--seed", type=int, default=DEMO_LAYOUT_SEED, help="seed of the first episode's layout")
     p.add_argument("--out-dir", default="demo_out", help="where image strips and the summary go")
-    p.add_argument("--policy", default="expert", choices=["expert", "model", "bundle"],
-                   help="expert: scripted, reads the simulator's ground truth; model: the shipped learned bundle "
-                        "models/tiny_sim (cameras + robot state only); bundle: the folder given with --bundle")
+    p.add_argument("--policy", default="model", choices=["expert", "model", "bundle"],
+                   help="model: the shipped learned bundle models/tiny_sim (cameras + robot state only); expert: "
+                        "scripted, reads the simulator's ground truth; bundle: the folder given with --bundle")
     p.add_argument("--bundle", default=None, help="model bundle folder (with --policy bundle)")
     args = p.parse_args(argv)
     from .graph import share_file
     from .sim.demo import run_demo
 
+    if args.policy == "bundle" and not args.bundle:
+        p.error("--policy bundle needs --bundle DIR")
     bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
     run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
              policy="expert" if args.policy == "expert" else "bundle", bundle=bundle)
