@@ -166,6 +166,33 @@ def test_torch_runs_an_onnx_only_bundle_from_its_graphs(shipped):
     assert _cosine(half.infer(obs, noise=noise).actions, reference) > 0.99
 
 
+def test_torch_resizes_frames_on_its_device_like_opencv(bundle, ort_policy):
+    """device_resize='on' (the default on CUDA; forced here on the CPU): the policy hands the backend the raw
+    frames (two sizes here), the backend's matrix resize gives the host's images to 1/255 and the same chunk;
+    frames that would need enlarging stay on the host path."""
+    from vla_jepa_ros.core.images import to_model_input
+
+    assert not TorchBackend.from_bundle(bundle, TorchBackendConfig(num_threads=1)).resizes_frames  # auto on a CPU
+    backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(num_threads=1, device_resize="on"))
+    policy = ModelPolicy(bundle, backend)
+    obs = _obs()
+    inputs = policy.make_inputs(obs)
+    assert "images" not in inputs and [f.shape for f in inputs["frames"]] == [(480, 640, 3), (240, 320, 3)]
+    host = to_model_input([obs.images["front"], obs.images["wrist"]], bundle.manifest.image_size_px)
+    with torch.inference_mode():
+        device = backend._resize(inputs["frames"]).numpy()
+    assert device.shape == host.shape and np.abs(device - host).max() <= 1.0 / 255 + 1e-6
+    noise = np.random.default_rng(3).standard_normal((1, 7, 7), dtype=np.float32)
+    np.testing.assert_allclose(policy.infer(obs, noise=noise).actions, ort_policy.infer(obs, noise=noise).actions,
+                               atol=2e-3)
+    assert policy.last_timings_ms["preprocess_ms"] > 0 and "resize_ms" not in policy.last_timings_ms
+    small = _obs()
+    small.images["wrist"] = small.images["wrist"][:100, :100]  # 100 px < 128 px: enlarged on the host
+    assert "images" in policy.make_inputs(small)
+    with pytest.raises(ValueError, match="device_resize='sometimes'"):
+        TorchBackendConfig(device_resize="sometimes")
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -191,6 +218,21 @@ def test_the_shipped_bundle_on_cuda_graphs_close_to_cpu(shipped):
     for seed in range(3):  # replays of the captured graphs with new inputs
         obs = _obs(instruction="put the red cube in the bowl", seed=seed)
         assert _cosine(ort.infer(obs, noise=noise).actions, gpu.infer(obs, noise=noise).actions) > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machines)")
+def test_cuda_resize_matches_the_host_resize(bundle):
+    from vla_jepa_ros.core.images import to_model_input
+
+    backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(device="cuda", dtype="float32"))
+    assert backend.resizes_frames
+    obs = _obs()
+    frames = (obs.images["front"], obs.images["wrist"])
+    with torch.inference_mode():
+        device = backend._resize(frames).cpu().numpy()
+    host = to_model_input(list(frames), bundle.manifest.image_size_px)
+    assert np.abs(device - host).max() <= 1.0 / 255 + 1e-6
 
 
 def test_policy_loop_gates_diagnoses_and_counts(bundle):

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from vla_jepa_ros.core.images import (ImageError, check_rgb, decode_compressed, encode_compressed, raw_to_rgb,
-                                      resize_rgb, to_model_input)
+from vla_jepa_ros.core.images import (ImageError, area_resize_matrix, check_rgb, decode_compressed,
+                                      device_resize_matrices, encode_compressed, raw_to_rgb, resize_rgb,
+                                      to_model_input)
 
 
 def _rgb(h=48, w=64, seed=0):
@@ -76,6 +77,31 @@ def test_resize_and_model_input_layout():
     assert x.shape == (1, 2, 3, 128, 128) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
     np.testing.assert_allclose(x[0, 1], _rgb(128, 128, seed=1).transpose(2, 0, 1) / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("h, w, size", [(480, 640, 128), (240, 320, 128), (256, 256, 128), (480, 640, 224),
+                                         (131, 517, 128), (720, 1280, 224), (128, 128, 128)])
+def test_matrix_resize_is_opencvs_area_resize(h, w, size):
+    """Wy @ frame @ Wx^T, rounded half up (what a backend does on its device in float32), gives resize_rgb's
+    INTER_AREA output to 1/255, exactly where the scale is whole, on noise (the worst case) and a smooth image."""
+    import cv2
+
+    wy, wx = device_resize_matrices(h, w, size)
+    assert wy.shape == (size, h) and wx.shape == (size, w) and wy.dtype == np.float32
+    np.testing.assert_allclose(wy.sum(axis=1), 1.0, atol=1e-6)  # every output pixel is an average
+    for img in (_rgb(h, w), cv2.GaussianBlur(_rgb(h, w, seed=1), (0, 0), 3)):
+        f = img.astype(np.float32).transpose(2, 0, 1)  # (3, H, W)
+        out = np.floor(wy @ f @ wx.T + 0.5).transpose(1, 2, 0)  # (S, S, 3)
+        diff = np.abs(out - resize_rgb(img, size).astype(np.float32))
+        assert diff.max() <= 1.0 and (diff > 0).mean() < 0.01
+        if h % size == 0 and w % size == 0:
+            assert diff.max() == 0.0
+
+
+def test_matrix_resize_only_shrinks():
+    assert device_resize_matrices(100, 640, 128) is None  # resize_rgb would enlarge the height: host path
+    with pytest.raises(ImageError, match="dst_px=200 <= src_px=100"):
+        area_resize_matrix(100, 200)
 
 
 def test_check_rgb_rejects_wrong_dtype_and_shape():

@@ -169,7 +169,8 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--bundle", default=None, help="bench this bundle (default: export --preset with random weights)")
     p.add_argument("--preset", default="tiny", help="preset for a random-weight bundle when --bundle is not given")
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list of torch, torch-compile, torch-graphs (CUDA graphs; --device cuda), onnxruntime, "
+                   help="comma list of torch, torch-compile, torch-graphs (CUDA graphs; --device cuda), "
+                        "torch-graphs-host (the same, frames resized on the host, not on the GPU), onnxruntime, "
                         "tensorrt")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="CPU inference threads")

@@ -123,3 +123,27 @@ def to_model_input(images: list[np.ndarray], size_px: int) -> np.ndarray:
         out[0, v] = resize_rgb(img, size_px).transpose(2, 0, 1)  # (3, S, S)
     out *= np.float32(1.0 / 255.0)
     return out
+
+
+def area_resize_matrix(src_px: int, dst_px: int) -> np.ndarray:
+    """(dst_px, src_px) float64 weights of a 1-D area-average shrink, the separable half of `resize_rgb`'s
+    INTER_AREA: output pixel i averages source pixels [i * s, (i + 1) * s), s = src_px / dst_px, each weighted by
+    how much of it lies inside. `Wy @ frame @ Wx.T` then reproduces the resize as two matrix products, which is
+    how a backend resizes on its own device (to within 1/255 of OpenCV after rounding)."""
+    if not 0 < dst_px <= src_px:
+        raise ImageError(f"area resize needs 0 < dst_px={dst_px} <= src_px={src_px} (it only shrinks)")
+    scale = src_px / dst_px
+    edges = np.arange(dst_px + 1) * scale  # output pixel i covers [edges[i], edges[i + 1]) in source pixels
+    left = np.arange(src_px)
+    overlap = (np.minimum(edges[1:, None], left[None, :] + 1) - np.maximum(edges[:-1, None], left[None, :]))
+    return np.clip(overlap, 0.0, None) / scale
+
+
+def device_resize_matrices(height_px: int, width_px: int, size_px: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Wy (S, H), Wx (S, W)) float32 with `Wy @ frame @ Wx.T` == resize_rgb(frame, S) (to 1/255), or None when
+    resize_rgb would enlarge either side (INTER_LINEAR: resize on the host)."""
+    if height_px < size_px or width_px < size_px:
+        return None
+    return (area_resize_matrix(height_px, size_px).astype(np.float32),
+            area_resize_matrix(width_px, size_px).astype(np.float32))
+

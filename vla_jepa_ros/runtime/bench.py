@@ -23,7 +23,9 @@ import numpy as np
 
 from ..core.types import Observation
 
-BACKEND_NAMES = ("torch", "torch-compile", "torch-graphs", "onnxruntime", "tensorrt")  # torch-graphs: CUDA graphs
+# torch-graphs: CUDA graphs; torch-graphs-host: the same with the frames resized by OpenCV on the host (on CUDA the
+# torch variants resize on the GPU)
+BACKEND_NAMES = ("torch", "torch-compile", "torch-graphs", "torch-graphs-host", "onnxruntime", "tensorrt")
 STAGES = ("preprocess_ms", "prefix_ms", "head_ms", "postprocess_ms")
 
 
@@ -85,10 +87,10 @@ def make_bench_policy(name: str, bundle, config: BenchConfig, torch_model=None):
     if name.startswith("torch"):
         from .torch_backend import TorchBackend, TorchBackendConfig
 
-        backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(device=config.device, num_threads=config.threads,
-                                                                      compile=name == "torch-compile",
-                                                                      cuda_graphs=name == "torch-graphs"),
-                                           model=torch_model)
+        backend = TorchBackend.from_bundle(bundle, TorchBackendConfig(
+            device=config.device, num_threads=config.threads, compile=name == "torch-compile",
+            cuda_graphs=name.startswith("torch-graphs"), device_resize="off" if name.endswith("-host") else "auto"),
+            model=torch_model)
         backend.name = name
     elif name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig
@@ -149,11 +151,12 @@ def summarize(samples: dict[str, list[dict[str, float]]]) -> list[dict]:
 
 
 def format_table(rows: list[dict], title: str) -> str:
-    head = (f"{'backend':<14}{'median ms':>10}{'p99 ms':>9}{'preproc':>9}{'prefix':>9}{'head':>9}{'postproc':>9}"
+    w = max([len("backend")] + [len(r["backend"]) for r in rows]) + 2
+    head = (f"{'backend':<{w}}{'median ms':>10}{'p99 ms':>9}{'preproc':>9}{'prefix':>9}{'head':>9}{'postproc':>9}"
             f"{'vs torch':>10}")
     lines = [title, head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['backend']:<14}{r['median_ms']:>10.2f}{r['p99_ms']:>9.2f}{r['preprocess_ms']:>9.2f}"
+        lines.append(f"{r['backend']:<{w}}{r['median_ms']:>10.2f}{r['p99_ms']:>9.2f}{r['preprocess_ms']:>9.2f}"
                      f"{r['prefix_ms']:>9.2f}{r['head_ms']:>9.2f}{r['postprocess_ms']:>9.2f}"
                      f"{r['ratio_to_torch_eager']:>9.2f}x")
     return "\n".join(lines)

@@ -10,7 +10,10 @@ ModelPolicy.infer = preprocess (order cameras as the bundle says, OpenCV resize,
 A backend is any object with `name: str` and
     run(inputs: dict[str, np.ndarray]) -> (actions_normalized (1, horizon, action_dim) float32, {stage: ms})
 where inputs are the bundle's graph inputs: images (1, V, 3, S, S) float32, input_ids (1, L) int64,
-attention_mask (1, L) int64, state (1, state_dim) float32, noise (1, horizon, action_dim) float32.
+attention_mask (1, L) int64, state (1, state_dim) float32, noise (1, horizon, action_dim) float32. A backend with
+`resizes_frames = True` (torch on CUDA) gets the camera frames instead of `images`: frames, a tuple of V (H, W, 3)
+uint8 arrays, whenever every side shrinks; it resizes them on its device (the same INTER_AREA to
+1/255) and reports the time as stage `resize_ms`, which counts as preprocessing.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..core.images import to_model_input
+from ..core.images import check_rgb, to_model_input
 from ..core.types import ActionChunk, Observation
 from .bundle import Bundle
 
@@ -96,8 +99,12 @@ class ModelPolicy:
         missing = [c for c in m.cameras if c not in observation.images]
         if missing:
             raise ValueError(f"observation lacks camera(s) {missing}; bundle {m.model_id!r} needs {list(m.cameras)}")
-        images = to_model_input([observation.images[c] for c in m.cameras], m.image_size_px)
-        inputs = {"images": images}
+        frames = [observation.images[c] for c in m.cameras]
+        inputs = {}
+        if self._device_resize(frames):  # the backend resizes on its device (same result to 1/255)
+            inputs["frames"] = tuple(frames)  # V x (H_v, W_v, 3) uint8
+        else:
+            inputs["images"] = to_model_input(frames, m.image_size_px)  # (1, V, 3, S, S) float32
         if self._state_shape is not None:
             inputs["state"] = self._state(observation.state)
         if noise is None:
@@ -106,6 +113,14 @@ class ModelPolicy:
             raise ValueError(f"noise shape {noise.shape} != bundle noise shape {self._noise_shape}")
         inputs["noise"] = np.ascontiguousarray(noise, dtype=np.float32)
         return inputs
+
+    def _device_resize(self, frames: list[np.ndarray]) -> bool:
+        """Whether the backend takes the raw frames: it says it resizes them and every side shrinks (enlarging
+        stays on the host)."""
+        if not getattr(self.backend, "resizes_frames", False):
+            return False
+        size = self.manifest.image_size_px
+        return all(min(check_rgb(img).shape[:2]) >= size for img in frames)
 
     def _state(self, state: np.ndarray | None) -> np.ndarray:
         m = self.manifest
@@ -139,12 +154,14 @@ class ModelPolicy:
             raise NonFiniteActionError(f"backend {self.backend.name} returned {int(bad.sum())} NaN/Inf values of "
                                        f"{bad.size}; chunk dropped")
         actions = self.bundle.unnormalize(actions_norm[0])  # (horizon, action_dim) robot units
-        model_ms = (t3 - t2) * 1e3
+        stage_ms = dict(stage_ms)
+        resize_ms = stage_ms.pop("resize_ms", 0.0)  # a backend that resizes on its device times it apart
+        model_ms = (t3 - t2) * 1e3 - resize_ms
         self._sequence += 1
         chunk = ActionChunk(actions=actions, step_period_s=m.step_period_s, dim_names=m.action_dim_names,
                             action_space=m.action_space, stamp_s=observation.stamp_s, task_id=observation.task_id,
                             sequence=self._sequence, inference_ms=model_ms, model_id=m.model_id)
         t4 = time.perf_counter()
-        self.last_timings_ms = {"preprocess_ms": (t1 - t0) * 1e3, "tokenize_ms": (t2 - t1) * 1e3, **stage_ms,
-                                "model_ms": model_ms, "postprocess_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
+        self.last_timings_ms = {"preprocess_ms": (t1 - t0) * 1e3 + resize_ms, "tokenize_ms": (t2 - t1) * 1e3,
+                                **stage_ms, "model_ms": model_ms, "postprocess_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
         return chunk

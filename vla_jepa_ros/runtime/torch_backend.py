@@ -1,6 +1,7 @@
 """`TorchBackend`: the torch model itself (CPU or CUDA; bf16 on GPU; SDPA flash attention; optional
 torch.compile and CUDA graphs). Loads the bundle's inference-only checkpoint (`torch/`); a bundle exported without
-one (ONNX only, like models/tiny_sim) gets its weights read back from the ONNX graphs and checked against them."""
+one (ONNX only, like models/tiny_sim) gets its weights read back from the ONNX graphs and checked against them.
+On CUDA it takes the raw camera frames and resizes them on the GPU (`device_resize`; OpenCV's result to 1/255)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,7 @@ from .bundle import Bundle
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _SDPA = ("flash", "efficient", "cudnn", "math", "auto")
 _COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+_DEVICE_RESIZE = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,9 @@ class TorchBackendConfig:
     compile: bool = False  # torch.compile the prefix and head
     compile_mode: str = "default"  # torch.compile mode; max-autotune-no-cudagraphs tunes for minutes at paper size
     cuda_graphs: bool = False  # capture prefix and head as CUDA graphs with static I/O buffers (CUDA only)
+    # resize camera frames on the model's device (two float32 matrix products, = OpenCV's INTER_AREA to 1/255)
+    # instead of OpenCV on the host: auto = on CUDA only (on the CPU OpenCV is faster)
+    device_resize: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -39,6 +44,8 @@ class TorchBackendConfig:
             raise ValueError(f"cuda_graphs=True needs a CUDA device, got device={self.device!r}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads={self.num_threads} must be >= 0")
+        if self.device_resize not in _DEVICE_RESIZE:
+            raise ValueError(f"device_resize={self.device_resize!r} must be one of {_DEVICE_RESIZE}")
 
 
 def _sdpa_context(preferred: str):
@@ -108,6 +115,9 @@ class TorchBackend:
             self.prefix = torch.compile(self.prefix, mode=config.compile_mode, fullgraph=False)
             self.head = torch.compile(self.head, mode=config.compile_mode, fullgraph=False)
         self._graphs = None  # (prefix graph, head graph, static inputs, static embodied, static out)
+        self.resizes_frames = config.device_resize == "on" or (config.device_resize == "auto"
+                                                               and self.device.type == "cuda")
+        self._resize_weights: dict[tuple[int, int], tuple] = {}  # (H, W) -> (Wy (S, H), Wx^T (W, S)) on device
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, config: TorchBackendConfig = TorchBackendConfig(),
@@ -137,11 +147,19 @@ class TorchBackend:
             self._torch.cuda.synchronize(self.device)
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+        """inputs: the graph inputs, where `frames` (V (H, W, 3) uint8 arrays) may stand for `images` when
+        `resizes_frames` (ModelPolicy sends them then); the resize is timed as resize_ms."""
         torch = self._torch
         with torch.inference_mode(), _sdpa_context(self.config.sdpa if self.device.type == "cuda" else "auto"):
-            x = {k: self._tensor(k, v) for k, v in inputs.items()}
+            t_resize = time.perf_counter()
+            x = {k: self._tensor(k, v) for k, v in inputs.items() if k != "frames"}
+            stages = {}
+            if "frames" in inputs:
+                x["images"] = self._resize(inputs["frames"])
+                self._sync()
+                stages["resize_ms"] = (time.perf_counter() - t_resize) * 1e3
             if self.config.cuda_graphs:
-                return self._run_graphs(x)
+                return self._run_graphs(x, stages)
             t0 = time.perf_counter()
             embodied = self.prefix(x["images"], x["input_ids"], x["attention_mask"])  # (1, 32, D)
             self._sync()
@@ -149,9 +167,33 @@ class TorchBackend:
             actions = self.head(embodied, x["state"], x["noise"])  # (1, horizon, action_dim)
             out = actions.float().cpu().numpy()
             t2 = time.perf_counter()
-        return out, {"prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
+        return out, {**stages, "prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
 
-    def _run_graphs(self, x: dict) -> tuple[np.ndarray, dict[str, float]]:
+    def _resize(self, frames: tuple[np.ndarray, ...]):
+        """V (H, W, 3) uint8 frames -> (1, V, 3, S, S) images in [0, 1] in the model's dtype, each resized on the
+        device in float32 as Wy @ frame @ Wx^T and rounded like OpenCV's uint8 output."""
+        from ..core.images import device_resize_matrices
+
+        torch = self._torch
+        views = []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            weights = self._resize_weights.get((h, w))
+            if weights is None:
+                mats = device_resize_matrices(h, w, self.cfg.image_size)
+                if mats is None:
+                    raise ValueError(f"a {w}x{h} px frame is smaller than the model's {self.cfg.image_size} px: "
+                                     "resize it on the host (device_resize only shrinks)")
+                wy, wx = (torch.from_numpy(m).to(self.device) for m in mats)
+                weights = self._resize_weights[(h, w)] = (wy, wx.T.contiguous())
+            wy, wx_t = weights
+            f = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
+            f = f.permute(2, 0, 1).float()  # (3, H, W)
+            views.append(torch.matmul(torch.matmul(wy, f), wx_t))  # (3, S, W) -> (3, S, S)
+        out = torch.stack(views)[None]  # (1, V, 3, S, S), 0..255
+        return (torch.floor(out + 0.5) * (1.0 / 255.0)).to(self.dtype)
+
+    def _run_graphs(self, x: dict, stages: dict) -> tuple[np.ndarray, dict[str, float]]:
         if self._graphs is None:
             self._capture(x)
         g_prefix, g_head, static = self._graphs
@@ -164,7 +206,7 @@ class TorchBackend:
         g_head.replay()
         out = static["actions"].float().cpu().numpy()
         t2 = time.perf_counter()
-        return out, {"prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
+        return out, {**stages, "prefix_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
 
     def _capture(self, x: dict) -> None:
         """Warm up on a side stream, then capture prefix and head with static buffers (shapes are fixed)."""
