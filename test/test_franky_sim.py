@@ -48,10 +48,10 @@ def arm(world):
 class Rig:
     """Controller + helpers; time is simulation time."""
 
-    def __init__(self, world, arm, executor=ExecutorConfig(chunk_timeout_s=1.0, max_chunk_age_s=0.5)):
+    def __init__(self, world, arm, executor=ExecutorConfig(chunk_timeout_s=1.0, max_chunk_age_s=0.5),
+                 controller=ControllerConfig(dry_run=False, home_on_task_start=True)):
         self.world, self.arm = world, arm
-        self.ctrl = ArmController(arm, ChunkExecutor(executor), SafetyEnvelope(SAFETY),
-                                  ControllerConfig(dry_run=False, home_on_task_start=True))
+        self.ctrl = ArmController(arm, ChunkExecutor(executor), SafetyEnvelope(SAFETY), controller)
         self.seq = 0
         self.ctrl.set_task("", world.time_s)
         self.ctrl.set_task(f"t{id(self)}", world.time_s)  # starts homing; ticks carry it out
@@ -266,3 +266,33 @@ def test_a_homing_that_times_out_faults_and_the_next_task_starts_without_that_fa
     assert impatient.homing and not impatient.report.fault and impatient.report.error == ""
     impatient.set_task("", world.time_s)
     Rig(world, arm)  # home again for the tests after this one
+
+
+def test_planner_faults_within_planner_fault_retries_do_not_end_the_task(world, arm):
+    """franky's trajectory generator failing mid-task (made to fail here by a NaN target sent to the arm behind
+    the envelope's back: "Motion planner failed with error code -100"; under the learned policy it was -101): the
+    first fault is cleared and the chunks go on from the measured pose, the one past planner_fault_retries faults
+    the task as before."""
+    rig = Rig(world, arm, controller=ControllerConfig(dry_run=False, home_on_task_start=True,
+                                                      planner_fault_retries=1))
+    step = lambda: rig.chunk([-0.005, 0.0, 0.0, 0, 0, 0])  # noqa: E731
+    rig.run(0.5, every_s=0.2, make=step)
+    fail_the_planner = lambda: (arm.move_to(np.array([0.5, 0.0, np.nan]), np.eye(3)),  # noqa: E731
+                                time.sleep(0.2))  # no tick meanwhile: the motion runs and fails before it is replaced
+    fail_the_planner()
+    rig.run(0.5, every_s=0.2, make=step)
+    r = rig.ctrl.report
+    assert not r.fault and r.planner_faults_recovered == 1, r.error
+    assert "Motion planner failed" in r.last_recovered_error
+    before = rig.pos()
+    rig.run(0.8, every_s=0.2, make=step)
+    assert before[0] - rig.pos()[0] > 0.015, "the chunks must go on after the recovery"
+    fail_the_planner()
+    faults = []  # what the node publishes at each tick (the task manager ends the task on the first)
+    rig.run(0.5, every_s=0.2, make=step, on_tick=lambda now: faults.append(r.error) if r.fault else None)
+    assert faults and "Motion planner failed" in faults[0] and r.planner_faults_recovered == 1
+    rig.ctrl.set_task("next", world.time_s)  # a new task gets its own retries
+    assert r.planner_faults_recovered == 0
+    rig.ctrl.set_task("", world.time_s)
+    Rig(world, arm)  # home again for the tests after this one
+

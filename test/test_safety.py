@@ -85,6 +85,31 @@ def test_tilt_limit_keeps_tool_pointing_down():
     assert any("tilt" in r for r in out.reasons)
 
 
+def test_heading_range_stops_the_wrist_from_winding_up():
+    """A policy that keeps turning the tool one way (a rollout of the shipped bundle wound joint 7 into its limit at
+    -2.3 rad heading, and franky's planner failed): the heading stops at the range's end, the tool still points
+    down, and the rest of the step passes; a target outside already may turn back but not further out."""
+    from vla_jepa_ros.core.safety import tool_heading_rad
+
+    cfg = SafetyConfig(yaw_range_rad=(-1.75, 1.75))
+    r = g.rpy_to_matrix([0.0, 0.0, -1.7]) @ DOWN
+    assert tool_heading_rad(r) == pytest.approx(-1.7)
+    out = apply([0.01, 0, 0, 0, 0, -0.15], r=r, cfg=cfg)
+    assert tool_heading_rad(out.rotation) == pytest.approx(-1.75, abs=1e-9)
+    assert out.rotation[2, 2] == pytest.approx(-1.0)  # still pointing straight down
+    np.testing.assert_allclose(out.position_m, P0 + [0.01, 0, 0], atol=TOL)
+    assert out.reasons == ("tool heading -1.850 rad outside yaw_range_rad [-1.750, 1.750]",)
+    assert not apply([0, 0, 0, 0, 0, 0.15], r=r, cfg=cfg).clipped  # turning back: untouched
+    # near +-pi the shorter way decides the end: heading 3.0 rad is nearer +1.75 than -1.75
+    flipped = apply([0, 0, 0, 0, 0, 0.1], r=g.rpy_to_matrix([0.0, 0.0, 1.7]) @ DOWN, cfg=cfg)
+    assert tool_heading_rad(flipped.rotation) == pytest.approx(1.75)
+    outside = g.rpy_to_matrix([0.0, 0.0, -2.2]) @ DOWN  # e.g. the arm was left there: no jump back,
+    held = apply([0, 0, 0, 0, 0, -0.1], r=outside, cfg=cfg)  # but no further out either
+    assert tool_heading_rad(held.rotation) == pytest.approx(-2.2)
+    assert tool_heading_rad(apply([0, 0, 0, 0, 0, 0.1], r=outside, cfg=cfg).rotation) == pytest.approx(-2.1)
+    assert not apply([0, 0, 0, 0, 0, -0.15], r=r).clipped  # default: off
+
+
 @pytest.mark.parametrize("bad", [[np.nan, 0, 0, 0, 0, 0], [0, 0, np.inf, 0, 0, 0], [0, 0, 0, 0, 0]])
 def test_non_finite_or_wrong_size_delta_raises(bad):
     with pytest.raises(ValueError, match="6 finite values"):
@@ -101,6 +126,7 @@ def test_check_action_names_the_problem():
     ({"workspace_min_m": (0.9, -0.4, 0.0)}, "must be below workspace_max_m"),
     ({"max_step_m": 0.0}, "max_step_m=0.0 must be a finite number > 0"),
     ({"max_tilt_rad": 4.0}, "max_tilt_rad=4.0 must be in"),
+    ({"yaw_range_rad": (1.0, -1.0)}, r"yaw_range_rad=\(1.0, -1.0\) must be \[min, max\]"),
     ({"workspace_max_m": (0.8, 0.4)}, "need 3 values"),
     ({"table_height_m": 0.7}, "table floor"),
 ])

@@ -8,6 +8,11 @@ on a real FR3 it sits in front of the robot's own reflexes. Order of the checks 
   3. target inside the workspace box, and z >= table_height_m + min_height_above_table_m
   4. target within max_lead_m of the *measured* position (the command can never run far ahead of the arm)
   5. tool axis within max_tilt_rad of pointing straight down (when max_tilt_rad < pi)
+  6. tool heading (the yaw of its x axis about the vertical) inside yaw_range_rad (when narrower than the circle).
+     The FR3's last joint turns with the heading: from the home pose (q7 = 0.785 rad) it reaches its limit near
+     -128 deg (a real FR3 stops there with a joint-limit reflex; franky-sim just stalls the wrist). A learned policy
+     that keeps turning one way winds it into the limit; the range stops the turn first. A target already outside
+     the range may move back towards it but not further out.
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ class SafetyConfig:
         default=0.05, metadata={"help": "largest distance between a target and the measured position (m)"})
     max_tilt_rad: float = dataclasses.field(
         default=np.pi, metadata={"help": "largest angle between the tool axis and straight down (rad; pi = off)"})
+    yaw_range_rad: tuple[float, ...] = dataclasses.field(
+        default=(-np.pi, np.pi), metadata={"help": "allowed tool heading: yaw of the tool x axis about the vertical, "
+                                                   "min and max in [-pi, pi] (rad; [-pi, pi] = off)"})
 
     def __post_init__(self) -> None:
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
@@ -58,6 +66,9 @@ class SafetyConfig:
                 raise ValueError(f"{name}={value} must be a finite number > 0")
         if not 0 < self.max_tilt_rad <= np.pi:
             raise ValueError(f"max_tilt_rad={self.max_tilt_rad} must be in (0, pi]")
+        yaw = np.asarray(self.yaw_range_rad, float)
+        if yaw.shape != (2,) or not (-np.pi <= yaw[0] < yaw[1] <= np.pi):
+            raise ValueError(f"yaw_range_rad={self.yaw_range_rad} must be [min, max] with -pi <= min < max <= pi")
         if self.min_height_above_table_m < 0:
             raise ValueError(f"min_height_above_table_m={self.min_height_above_table_m} must be >= 0")
 
@@ -132,6 +143,42 @@ def limit_tilt(rotation: np.ndarray, max_tilt_rad: float) -> tuple[np.ndarray, s
     return correction @ rotation, f"tool tilt {tilt:.3f} rad > max {max_tilt_rad:.3f} rad"
 
 
+def tool_heading_rad(rotation: np.ndarray) -> float | None:
+    """Yaw of the tool x axis about the base vertical (rad, in (-pi, pi]); None when that axis is vertical."""
+    x = rotation[:, 0]
+    if np.hypot(x[0], x[1]) < 1e-6:
+        return None
+    return float(np.arctan2(x[1], x[0]))
+
+
+def _outside_by(heading: float, lo: float, hi: float) -> float:
+    """How far (rad) a heading lies outside [lo, hi], around the shorter way; 0 inside."""
+    if lo <= heading <= hi:
+        return 0.0
+    return min((heading - hi) % (2 * np.pi), (lo - heading) % (2 * np.pi))
+
+
+def limit_heading(rotation: np.ndarray, base_rotation: np.ndarray, yaw_range_rad: tuple[float, float]
+                  ) -> tuple[np.ndarray, str | None]:
+    """Turn a tool orientation about the vertical so that its heading is inside `yaw_range_rad` (to the nearer
+    end), or, when `base_rotation` is already outside, no further outside than it is."""
+    lo, hi = float(yaw_range_rad[0]), float(yaw_range_rad[1])
+    heading = tool_heading_rad(rotation)
+    if heading is None or _outside_by(heading, lo, hi) == 0.0:
+        return rotation, None
+    base = tool_heading_rad(base_rotation)
+    out = _outside_by(heading, lo, hi)
+    if base is not None and _outside_by(base, lo, hi) > 0.0:
+        if out <= _outside_by(base, lo, hi) + 1e-9:
+            return rotation, None  # on its way back
+        goal = base
+    else:
+        goal = hi if (heading - hi) % (2 * np.pi) <= (lo - heading) % (2 * np.pi) else lo
+    turn = (goal - heading + np.pi) % (2 * np.pi) - np.pi
+    return (rotvec_to_matrix(np.array([0.0, 0.0, turn])) @ rotation,
+            f"tool heading {heading:.3f} rad outside yaw_range_rad [{lo:.3f}, {hi:.3f}]")
+
+
 def check_action(action: np.ndarray, action_dim: int = 7) -> str | None:
     """Reason a delta-EE action row cannot be used (wrong size, NaN/Inf), or None when it can."""
     a = np.asarray(action)
@@ -198,6 +245,10 @@ class SafetyEnvelope:
         rotation = r_delta @ base_r
         if c.max_tilt_rad < np.pi:
             rotation, why = limit_tilt(rotation, c.max_tilt_rad)
+            if why:
+                reasons.append(why)
+        if tuple(c.yaw_range_rad) != (-np.pi, np.pi):
+            rotation, why = limit_heading(rotation, base_r, c.yaw_range_rad)
             if why:
                 reasons.append(why)
         return SafeTarget(position, rotation, requested_p, requested_r, tuple(reasons))

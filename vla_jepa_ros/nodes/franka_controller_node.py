@@ -114,7 +114,13 @@ class FrankaControllerNode(Node):
                 if result.verdict is not Verdict.ACCEPTED:
                     self.get_logger().warning(f"chunk {msg.sequence} {result.verdict.value}: {result.reason}",
                                               throttle_duration_sec=2.0)
+        recovered = self.controller.report.planner_faults_recovered
         decision = self.controller.tick(now)
+        if self.controller.report.planner_faults_recovered > recovered:
+            self.get_logger().warning(f"task {self.controller.executor.task_id}: "
+                                      f"{self.controller.report.last_recovered_error}; recovered, the task goes on "
+                                      f"({self.controller.report.planner_faults_recovered} of planner_fault_retries="
+                                      f"{self.controller.config.planner_fault_retries})")
         target = self.controller.report.target
         if decision.action is not None and target is not None:  # also in dry_run: what would have been sent
             self._target_pub.publish(_pose_msg(target.position_m, matrix_to_quat(target.rotation),
@@ -162,7 +168,8 @@ class FrankaControllerNode(Node):
             "task_id": ex.task_id, "chunks_accepted": ex.accepted, "chunks_rejected": ex.rejected,
             "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
             "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
-            "recoveries": r.recoveries, "dry_run": self.controller.config.dry_run})
+            "recoveries": r.recoveries, "planner_faults_recovered": r.planner_faults_recovered,
+            "last_recovered_error": r.last_recovered_error, "dry_run": self.controller.config.dry_run})
 
     def close(self) -> None:
         self.arm.close(release=False)  # main() exits without running franky's destructors

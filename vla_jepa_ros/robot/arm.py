@@ -19,6 +19,11 @@ class ArmFaultError(ArmError):
     """The robot reported a fault (a franky ControlException, reflex, ...). `recover()` may clear it."""
 
 
+class ArmPlannerError(ArmFaultError):
+    """The motion's trajectory generator failed (franky: "Motion planner failed with error code N", a ruckig
+    result): the motion stopped, the robot reported no reflex. `recover()` clears it."""
+
+
 class GripperFaultError(ArmError):
     """The gripper reported a fault."""
 

@@ -19,7 +19,7 @@ from ..core.chunk_executor import ChunkExecutor, Mode, StepDecision, SubmitResul
 from ..core.geometry import matrix_to_quat, matrix_to_rpy
 from ..core.safety import SafetyEnvelope, SafeTarget
 from ..core.types import ActionChunk, robot_state_vector
-from .arm import Arm, ArmError, ArmState
+from .arm import Arm, ArmError, ArmPlannerError, ArmState
 
 FR3_HOME_Q_RAD = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
 
@@ -37,6 +37,10 @@ class ControllerConfig:
         default=0.01, metadata={"help": "homing ends once every joint is this close to home_q_rad (rad)"})
     gripper_threshold: float = dataclasses.field(
         default=0.5, metadata={"help": "gripper action >= threshold opens, below closes"})
+    planner_fault_retries: int = dataclasses.field(
+        default=0, metadata={"help": "motion-planner faults per task that do not end it: the arm has stopped, the "
+                                     "error is cleared and the next step starts from the measured pose (0 = every "
+                                     "fault ends the task; a robot reflex always does)"})
 
     def __post_init__(self) -> None:
         if len(self.home_q_rad) != 7 or not all(np.isfinite(self.home_q_rad)):
@@ -47,6 +51,8 @@ class ControllerConfig:
             raise ValueError(f"home_timeout_s={self.home_timeout_s} must be > 0")
         if not self.home_tolerance_rad > 0:
             raise ValueError(f"home_tolerance_rad={self.home_tolerance_rad} must be > 0")
+        if self.planner_fault_retries < 0:
+            raise ValueError(f"planner_fault_retries={self.planner_fault_retries} must be >= 0")
 
 
 @dataclasses.dataclass
@@ -60,6 +66,8 @@ class ControllerReport:
     steps_clipped: int = 0
     last_clip_reason: str = ""
     recoveries: int = 0
+    planner_faults_recovered: int = 0  # in this task, without ending it (planner_fault_retries)
+    last_recovered_error: str = ""
     gripper_open_commanded: bool = True
     last_step_wall_s: float = 0.0  # time.monotonic() when the last step was sent (latency measurements)
     last_chunk_stamp_s: float = 0.0
@@ -90,6 +98,7 @@ class ArmController:
         self._target_p = self._target_r = None
         self._homing = None
         self.report.steps_clipped = 0
+        self.report.planner_faults_recovered = 0
         if task_id:  # a new task starts without the last one's fault: if it persists, homing reports it again
             self.report.fault, self.report.error = False, ""
         if task_id and self.config.home_on_task_start and not self.config.dry_run and not self.executor.estop:
@@ -155,6 +164,8 @@ class ArmController:
                 self.arm.poll()
                 self.arm.poll_gripper()
             except ArmError as exc:
+                if self._recovered(exc):
+                    return StepDecision(Mode.HOLDING, reason=f"recovered: {exc}")
                 self._fault(str(exc))
                 self.executor.clear(now_s)
                 return StepDecision(Mode.HOLDING, reason=f"fault: {exc}")
@@ -190,8 +201,26 @@ class ArmController:
                 if self.report.fault:
                     self.report.fault, self.report.error = False, ""
             except ArmError as exc:
-                self._fault(str(exc))
+                if not self._recovered(exc):
+                    self._fault(str(exc))
         return decision
+
+    def _recovered(self, exc: ArmError) -> bool:
+        """A motion-planner fault within this task's planner_fault_retries: clear it and go on from the measured
+        pose (the stopped motion's target is dropped). Anything else is a fault."""
+        if not isinstance(exc, ArmPlannerError) or not self.executor.task_id \
+                or self.report.planner_faults_recovered >= self.config.planner_fault_retries:
+            return False
+        try:
+            if not self.arm.recover():
+                return False
+        except ArmError:
+            return False
+        self.report.recoveries += 1
+        self.report.planner_faults_recovered += 1
+        self.report.last_recovered_error = str(exc)
+        self._target_p = self._target_r = None
+        return True
 
     def _home_step(self, now_s: float) -> StepDecision:
         """One tick of homing: wait for the previous motion to stop, start the joint motion, wait for it."""

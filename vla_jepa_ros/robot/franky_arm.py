@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from ..core.geometry import matrix_to_quat, quat_to_matrix
-from .arm import ArmError, ArmFaultError, ArmNotConnectedError, ArmState, GripperFaultError
+from .arm import ArmError, ArmFaultError, ArmNotConnectedError, ArmPlannerError, ArmState, GripperFaultError
 
 _REALTIME = ("enforce", "ignore")
 
@@ -41,6 +41,11 @@ class FrankyArmConfig:
             raise ValueError(f"gripper_force_n={self.gripper_force_n} must be in (0, 140]")
         if not 0 < self.gripper_open_width_m <= 0.08:
             raise ValueError(f"gripper_open_width_m={self.gripper_open_width_m} must be in (0, 0.08]")
+
+
+def _fault_type(exc: Exception) -> type[ArmFaultError]:
+    """franky raises its MotionPlannerException as a plain RuntimeError: tell it apart by its message."""
+    return ArmPlannerError if "Motion planner failed" in str(exc) else ArmFaultError
 
 
 def requires_connection(method):
@@ -157,7 +162,7 @@ class FrankyArm:
             try:
                 self._robot.move(motion, asynchronous=True)
             except Exception as exc:
-                raise ArmFaultError(f"move_to {np.round(position_m, 4).tolist()} failed: {exc}") from exc
+                raise _fault_type(exc)(f"move_to {np.round(position_m, 4).tolist()} failed: {exc}") from exc
 
     @requires_connection
     def start_joint_motion(self, q_rad: np.ndarray) -> None:
@@ -179,7 +184,7 @@ class FrankyArm:
             try:
                 return not self._robot.poll_motion()  # franky: True once no motion runs (join_motion(0))
             except Exception as exc:
-                raise ArmFaultError(f"motion fault: {exc}") from exc
+                raise _fault_type(exc)(f"motion fault: {exc}") from exc
 
     @requires_connection
     def stop(self) -> None:
