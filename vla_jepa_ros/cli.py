@@ -44,7 +44,7 @@ def _demo(argv: list[str]) -> int:
                         f"manager), send {INSTRUCTION!r} through /vla/execute_task, wait for the outcome and print "
                         "a summary. By default the shipped learned bundle drives the arm from the cameras and the "
                         f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on, where it "
-                        "succeeded 10 times in 13 (over 20 random held-out layouts: 15/20; models/tiny_sim/README.md). "
+                        "succeeded 10 times in 14 (over 20 random held-out layouts: 15/20; models/tiny_sim/README.md). "
                         "With --episodes N: N layouts from --seed on, and a success rate.")
     p.add_argument("--episodes", type=int, default=1, help="number of randomised episodes")
     p.add_argument("--seed", type=int, default=DEMO_LAYOUT_SEED, help="seed of the first episode's layout")

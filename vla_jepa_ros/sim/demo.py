@@ -15,7 +15,7 @@ import numpy as np
 
 INSTRUCTION = "put the red cube in the bowl"
 # The layout `make demo` shows: held out from every training round of models/tiny_sim (its evaluation set
-# 2000..2019), one the shipped bundle solves 10 times in 13. Layout 0, the demo's layout before it had a learned
+# 2000..2019), one the shipped bundle solves 10 times in 14. Layout 0, the demo's layout before it had a learned
 # default, puts the red cube 7 mm inside the edge of the layout range; the bundle fails it (0/5).
 DEMO_LAYOUT_SEED = 2011
 SIM_NODES = ("task_manager", "sim", "policy", "franka_controller")
