@@ -163,5 +163,6 @@ class ModelPolicy:
                             sequence=self._sequence, inference_ms=model_ms, model_id=m.model_id)
         t4 = time.perf_counter()
         self.last_timings_ms = {"preprocess_ms": (t1 - t0) * 1e3 + resize_ms, "tokenize_ms": (t2 - t1) * 1e3,
-                                **stage_ms, "model_ms": model_ms, "postprocess_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
+                                **stage_ms, "model_ms": model_ms, "postprocess_ms": (t4 - t3) * 1e3,
+                                "total_ms": (t4 - t0) * 1e3}
         return chunk

@@ -179,7 +179,8 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
     t_start = time.monotonic()
     ensure_no_running_graph()
     noise = "" if noise_scale is None else f", noise_scale {noise_scale:g}"
-    driver = f"{bundle} (cameras and robot state only{noise})" if bundle else "the scripted expert (simulator ground truth)"
+    driver = (f"{bundle} (cameras and robot state only{noise})" if bundle
+              else "the scripted expert (simulator ground truth)")
     layouts = f"{seed}..{seed + episodes - 1}" if episodes > 1 else str(seed)
     say(f"[demo] policy: {driver}; layout seed {layouts}")
     with Bringup("sim", params_file=params_file, extra_params=extra, nodes=SIM_NODES) as graph:
