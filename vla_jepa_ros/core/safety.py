@@ -164,10 +164,10 @@ def limit_heading(rotation: np.ndarray, base_rotation: np.ndarray, yaw_range_rad
     end), or, when `base_rotation` is already outside, no further outside than it is."""
     lo, hi = float(yaw_range_rad[0]), float(yaw_range_rad[1])
     heading = tool_heading_rad(rotation)
-    if heading is None or _outside_by(heading, lo, hi) == 0.0:
+    out = 0.0 if heading is None else _outside_by(heading, lo, hi)
+    if out == 0.0:
         return rotation, None
     base = tool_heading_rad(base_rotation)
-    out = _outside_by(heading, lo, hi)
     if base is not None and _outside_by(base, lo, hi) > 0.0:
         if out <= _outside_by(base, lo, hi) + 1e-9:
             return rotation, None  # on its way back

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..core.images import device_resize_matrices
 from .bundle import Bundle
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -172,8 +173,6 @@ class TorchBackend:
     def _resize(self, frames: tuple[np.ndarray, ...]):
         """V (H, W, 3) uint8 frames -> (1, V, 3, S, S) images in [0, 1] in the model's dtype, each resized on the
         device in float32 as Wy @ frame @ Wx^T and rounded like OpenCV's uint8 output."""
-        from ..core.images import device_resize_matrices
-
         torch = self._torch
         views = []
         for frame in frames:
