@@ -20,10 +20,11 @@ from vla_jepa_ros.ros.qos import RELIABLE_QOS
 from vla_jepa_ros.sim.world import BOWL_NAME, SimWorldConfig, random_layout
 
 from .rosutil import RosClient
+from .hosts import loopback
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.23"  # franky-sim of this module binds here
+HOST = loopback(23)  # franky-sim of this module binds here
 LAYOUT_SEED = 100  # task k of the module runs on layout LAYOUT_SEED + k - 1
 WALL_PER_SIM_S = 4.0  # generous: the graph runs at about 0.5x real time on 2 shared cores
 HOLD_TOL_M = 0.003

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from .hosts import loopback
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-HOST = "127.0.0.44"  # franky-sim of this module binds here
+HOST = loopback(44)  # franky-sim of this module binds here
 
 
 def _run(*cmd, timeout_s=300):

@@ -17,10 +17,11 @@ from vla_jepa_ros.core.types import ActionChunk
 from vla_jepa_ros.robot.arm import ArmNotConnectedError
 from vla_jepa_ros.robot.controller import FR3_HOME_Q_RAD, ArmController, ControllerConfig
 from vla_jepa_ros.robot.franky_arm import FrankyArm, FrankyArmConfig
+from .hosts import loopback
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.22"  # a loopback address of its own: franky-sim binds ports 1337/1338 on it
+HOST = loopback(22)  # a loopback address of its own: franky-sim binds ports 1337/1338 on it
 POSITION_TOL_M = 0.004  # the simulated arm settles within a few mm of a target (no feed-forward in franky-sim)
 HOLD_TOL_M = 0.002
 # Tight box around the home pose (TCP at about x 0.554, y 0, z 0.521) so that every face is reached quickly.

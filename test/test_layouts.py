@@ -5,6 +5,7 @@ import pytest
 from vla_jepa_ros.flywheel.layouts import HOME_POSE, ArmPose, render_layouts
 from vla_jepa_ros.sim.tasks import parse_instruction
 from vla_jepa_ros.sim.world import SimWorldConfig, random_layout
+from .hosts import loopback
 
 pytestmark = pytest.mark.slow
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_layouts_dataset_has_the_drawn_positions_and_distinct_images(tmp_path):
     from vla_jepa.data import NativeEpisodeSource
 
-    world = SimWorldConfig(robot_host="127.0.0.58")
+    world = SimWorldConfig(robot_host=loopback(58))
     reach = ArmPose((0.0, 0.4, 0.0, -1.9, 0.0, 2.3, 0.785), HOME_POSE.gripper_width_m)  # hand out, lower
     for name, pose in (("home", HOME_POSE), ("reach", reach)):
         render_layouts(tmp_path / name, num_layouts=3, seed=77, arm_poses=[pose], poses_per_layout=2,

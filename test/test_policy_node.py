@@ -19,6 +19,7 @@ from vla_jepa_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
 
 from .rosutil import RosClient
 from .runtime_fixtures import tiny_bundle
+from .hosts import loopback
 
 pytestmark = pytest.mark.slow
 W, H = 160, 120
@@ -270,7 +271,7 @@ def test_franky_sim_graph_runs_the_tiny_bundle(tmp_path):
     task is not expected to succeed."""
     from vla_jepa_ros.sim.demo import SIM_NODES, GraphProbe
 
-    host = "127.0.0.57"  # own loopback address: franky-sim binds 1337/1338 there, no clash with other tests
+    host = loopback(57)  # own loopback address: franky-sim binds 1337/1338 there, no clash with other tests
     extra = {"sim": {"world": {"robot_host": host}}, "franka_controller": {"arm": {"robot_host": host}},
              "policy": {"policy": "bundle", "bundle_path": str(tiny_bundle()), "backend": "onnxruntime",
                         "threads": 1, "use_ground_truth": False}}

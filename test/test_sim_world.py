@@ -7,8 +7,9 @@ import pytest
 
 from vla_jepa_ros.sim.tasks import PICK_UP, PUT_IN_BOWL, SuccessCheck, SuccessConfig, TaskSpec, parse_instruction
 from vla_jepa_ros.sim.world import BOWL_NAME, SimWorldConfig, random_layout
+from .hosts import loopback
 
-HOST = "127.0.0.21"
+HOST = loopback(21)
 CFG = SimWorldConfig(robot_host=HOST)
 
 
