@@ -10,7 +10,7 @@
 #      auxiliary object-position loss (simulation ground truth, training only) and the state normalised in-graph
 #   4. export both to bundles (ONNX, parity-checked); offline-eval both on held-out demonstrations (seconds), then
 #      evaluate both in the sim graph on held-out layouts
-#   5. (rounds 4-7 in models/tiny_sim/README.md) the round-3 bundle's own rollouts, recorded (DAgger), and DART
+#   5. (rounds 4-7 in docs/experiments/tiny_sim/README.md) the round-3 bundle's own rollouts, recorded (DAgger), and DART
 #      episodes (the expert aiming off target); fine-tune on demonstrations + DART; convert every bag with
 #      counterfactual instructions (each reach phase again naming every other cube); fine-tune on demonstrations +
 #      counterfactual, then on counterfactual alone at 3x the learning rate, with and without the alignment loss;

@@ -43,9 +43,8 @@ def _demo(argv: list[str]) -> int:
     p = _parser("demo", "Bring up the sim graph (franky-sim FR3 in MuJoCo, cameras, policy, controller, task "
                         f"manager), send {INSTRUCTION!r} through /vla/execute_task, wait for the outcome and print "
                         "a summary. By default the shipped learned bundle drives the arm from the cameras and the "
-                        f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on, where it "
-                        "succeeded 10 times in 10 with deterministic chunks (over 20 random held-out layouts: "
-                        "14/20; models/tiny_sim/README.md). "
+                        f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on (its success "
+                        "rates on held-out layouts are in its model card, models/tiny_sim/README.md). "
                         "With --episodes N: N layouts from --seed on, and a success rate.")
     p.add_argument("--episodes", type=int, default=1, help="number of randomised episodes")
     p.add_argument("--seed", type=int, default=DEMO_LAYOUT_SEED, help="seed of the first episode's layout")
