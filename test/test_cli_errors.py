@@ -51,3 +51,22 @@ def test_a_node_refuses_a_parameter_it_does_not_declare(ros_context):
     node.declare_parameter("threads", 2)
     assert unknown_parameters(node) == ["'noise_scal' (did you mean 'noise_scale'?)"]
     node.destroy_node()
+
+
+def test_every_program_has_a_name_of_its_own_and_says_it_in_its_usage():
+    """Both packages' console scripts: no two share a name (`vla-jepa export` and a `vla-jepa-export` that does
+    something else confused users), and each one's --help shows the name it is called by, not `python -m ...`."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    ours = [e for e in entry_points(group="console_scripts") if e.value.split(".")[0] in ("vla_jepa", "vla_jepa_ros")]
+    names = [e.name for e in ours]
+    assert len(names) == len(set(names))
+    subcommands = {f"vla-jepa-{c}" for c in cli.COMMANDS}
+    assert not subcommands & set(names), f"programs named like a `vla-jepa` subcommand: {subcommands & set(names)}"
+    bin_dir = Path(sys.executable).parent
+    for name in ("vla-jepa-train", "vla-jepa-onnx", "vla-jepa-train-bench", "vla-jepa-recover"):
+        out = subprocess.run([str(bin_dir / name), "--help"], capture_output=True, text=True, timeout=120).stdout
+        assert out.startswith(f"usage: {name} "), out[:200]

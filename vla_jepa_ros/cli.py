@@ -236,7 +236,7 @@ def _bench(argv: list[str]) -> int:
 def _libero_eval(argv: list[str]) -> int:
     p = _parser("libero-eval", "Run BUNDLE on LIBERO suites under the VLA-JEPA paper's protocol (upright cameras "
                                "resized to 224 INTER_AREA, 8-d state, 10 wait steps, 7-step chunks open loop, "
-                               "gripper 1-2*(g>0.5)). Writes results.json, results.md (95%% Wilson intervals, "
+                               "gripper 1-2*(g>0.5)). Writes results.json, results.md (95 % Wilson intervals, "
                                "LIBERO-Plus-shaped robustness table for LIBERO-PRO suites) and videos/. Run it "
                                "with .venv-libero/bin/vla-jepa (make libero).")
     p.add_argument("bundle", nargs="?", help="model bundle folder (manifest.yaml + graphs), e.g. from "
