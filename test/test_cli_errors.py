@@ -19,7 +19,7 @@ def run(capsys, main, argv):
     (["offline-eval", "models/tiny_sim", "/missing"], "vla-jepa offline-eval: /missing/meta.json: missing"),
     (["bags-to-dataset", "/missing", "out"], "vla-jepa bags-to-dataset: /missing: no such file or folder"),
     (["demo", "--episodes", "0"], "argument --episodes: 0 must be >= 1"),
-    (["collect", "out", "--episodes", "-1"], "argument --episodes: -1 must be >= 1"),
+    (["collect", "out", "--episodes-per-family", "-1"], "argument --episodes-per-family: -1 must be >= 1"),
     (["eval", "models/tiny_sim", "--backend", "foo"], "argument --backend: invalid choice: 'foo'"),
     (["eval", "models/tiny_sim", "--noise-scale", "nan"], "argument --noise-scale: 'nan' is not a finite number"),
     (["bench", "--threads", "0"], "argument --threads: 0 must be >= 1"),

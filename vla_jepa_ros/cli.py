@@ -357,7 +357,8 @@ def _bag_info(argv: list[str]) -> int:
 
 
 def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
-    p.add_argument("--episodes", type=COUNT, default=5, help="episodes per task family")
+    p.add_argument("--episodes-per-family", type=COUNT, default=5,
+                   help="episodes of each task family (2 families: twice as many episodes in all)")
     p.add_argument("--seed", type=int, default=seed, help="layout seed of the first episode (episode k: seed + k)")
     p.add_argument("--families", nargs="+", default=["pick_up", "put_in_bowl"],
                    help="task families: pick_up ('pick up the <colour> cube'), put_in_bowl")
@@ -387,7 +388,7 @@ def _collect(argv: list[str]) -> int:
         p.error(f"--aim-noise-m {a.aim_noise_m} must be in [0, 0.05] m (the cube is 0.04 m wide)")
     from .flywheel.commands import collect
 
-    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m,
+    return collect(a.out, a.episodes_per_family, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m,
                    a.target)
 
 
@@ -440,7 +441,7 @@ def _eval(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .flywheel.commands import evaluate
 
-    return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
+    return evaluate(a.bundle, a.episodes_per_family, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
                     a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target)
 
 
