@@ -34,6 +34,9 @@ SUB_QOS = {
 }
 
 
+_SEQUENCE_UNSUPPORTED = 2**63  # an rmw without publication sequence numbers reports all ones
+
+
 def message_class(msgtype: str):
     """'pkg/msg/Type' -> the generated Python class. Raises ValueError naming the type."""
     package, _, name = msgtype.split("/")
@@ -73,8 +76,9 @@ class RecorderNode(Node):
     def _on_raw(self, topic: str, data: bytes, info: dict) -> None:
         wall_ns = time.time_ns()
         sent_ns = info.get("source_timestamp") or None
+        sequence = info.get("publication_sequence_number") or 0
         self.recorder.on_message(topic, wall_ns, data, self._clock.now().nanoseconds if self._sim_time else None,
-                                 sent_ns, info.get("publication_sequence_number") or 0)
+                                 sent_ns, sequence if sequence < _SEQUENCE_UNSUPPORTED else 0)
 
     def _on_lost(self, topic: str, info) -> None:
         self.recorder.on_lost(topic, info.total_count_change)
