@@ -295,6 +295,7 @@ def test_cut_short_bags_are_skipped_unless_asked(tmp_path):
     assert reports["task-0001"].kept and not reports["task-0002"].kept and not reports["task-0003"].kept
     assert reports["task-0002"].reason.startswith("repaired: cut short, not a full demonstration")
     assert reports["task-0003"].reason.startswith("truncated")
+    assert reports["task-0002"].outcome == "SUCCEEDED"  # reported as it was, not used
     assert "--include-repaired" in reports["task-0002"].reason
     reports = bags_to_dataset([bags], tmp_path / "ds2", ConvertConfig(min_steps=2, lerobot=False,
                                                                       include_repaired=True), progress=False)

@@ -55,6 +55,10 @@ class ConvertConfig:
 class CutShort(Exception):
     """The bag was cut short (recorder killed, disk full, copy truncated): not a full demonstration."""
 
+    def __init__(self, kind: str, outcome: str) -> None:
+        super().__init__(kind)
+        self.kind, self.outcome = kind, outcome
+
 
 @dataclasses.dataclass
 class EpisodeReport:
@@ -113,7 +117,8 @@ def read_episode(bag: Path, config: ConvertConfig):
     by_topic = {topic: (cam, kind) for cam, (topic, kind) in cams.items()}
     extra = [OBJECTS_TOPIC] if OBJECTS_TOPIC in topics else []
     if (reader.truncated or meta.get("repaired")) and not config.include_repaired:
-        raise CutShort("repaired" if meta.get("repaired") else "truncated (bag-info --repair rewrites it)")
+        raise CutShort("repaired" if meta.get("repaired") else "truncated (bag-info --repair rewrites it)",
+                       meta.get("outcome", ""))
     # receive times on the ROS clock (sim time in simulation), like the stamps in the headers
     for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC, *extra], ros_time=True):
         if topic in by_topic:
@@ -230,7 +235,8 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
             report.reason = f"unreadable: {exc}"
             continue
         except CutShort as exc:
-            report.reason = f"{exc}: cut short, not a full demonstration (--include-repaired uses it)"
+            report.outcome = exc.outcome
+            report.reason = f"{exc.kind}: cut short, not a full demonstration (--include-repaired uses it)"
             continue
         report.steps = len(episode.actions)
         if report.outcome != SUCCEEDED and not (config.keep_failed or config.relabel_expert):
