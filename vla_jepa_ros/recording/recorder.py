@@ -1,5 +1,5 @@
 """Recorder core: a bounded queue between subscription callbacks and one writer thread that turns task
-status changes into episode bags. No rclpy: the node feeds it (topic, ROS receive time, CDR bytes).
+status changes into episode bags. No rclpy: the node feeds it (topic, receive times, CDR bytes).
 
 Episode lifecycle (driven by /vla/task_status, decoded here in the writer thread, so status and data are
 handled in arrival order):
