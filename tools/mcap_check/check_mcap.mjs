@@ -1,7 +1,7 @@
 // Independent check of MCAP files with Foxglove's TypeScript stack (not the Python code that wrote them):
 //   node tools/mcap_check/check_mcap.mjs FILE.mcap...
 // For each file: every chunk CRC, the data section CRC and the summary CRC must be present (non-zero) and
-// correct; chunks are decompressed (zstd, or none); every message is decoded with
+// correct; chunks are decompressed (zstd, lz4 or none); every message is decoded with
 // @foxglove/rosmsg2-serialization from the schema text stored in the file (nothing else). Prints one JSON
 // line per file (profile, library, compressions, per-topic counts, log/publish time ranges, metadata records,
 // a few decoded header stamps); the first failure is printed to stderr and the exit code is 1.
@@ -12,6 +12,7 @@ import { parse as parseMessageDefinition } from "@foxglove/rosmsg";
 import { MessageReader } from "@foxglove/rosmsg2-serialization";
 import { McapIndexedReader, McapStreamReader } from "@mcap/core";
 import { decompress as zstdDecompress } from "fzstd";
+import lz4 from "lz4js";
 
 const OP_CHUNK = 0x06;
 const OP_DATA_END = 0x0f;
@@ -19,6 +20,12 @@ const MAGIC_LENGTH = 8;
 
 const decompressHandlers = {
   zstd: (data, size) => zstdDecompress(data, new Uint8Array(Number(size))),
+  lz4: (data, size) => {
+    const out = new Uint8Array(Number(size));
+    const length = lz4.decompressFrame(data, out);
+    if (length !== out.length) throw new Error(`lz4 chunk: ${length} bytes, expected ${out.length}`);
+    return out;
+  },
 };
 
 function fail(file, message) {
