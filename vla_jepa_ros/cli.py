@@ -340,13 +340,17 @@ def _bags_to_dataset(argv: list[str]) -> int:
                         "the named cube from the words, and an action head that reads the estimate gets the offset "
                         "to its target directly")
     p.add_argument("--min-steps", type=COUNT, default=8, help="skip episodes shorter than this")
+    p.add_argument("--include-repaired", action="store_true",
+                   help="also use bags that were cut short (repaired with bag-info --repair, or truncated); they "
+                        "are skipped by default since part of the episode is missing")
     p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
     a = p.parse_args(argv)
     from .dataset.convert import main_from_args
 
     return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
-                          a.overwrite, a.relabel_expert, a.counterfactual_colours, a.named_object)
+                          a.overwrite, a.relabel_expert, a.counterfactual_colours, a.named_object,
+                          a.include_repaired)
 
 
 @command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")
