@@ -33,7 +33,7 @@ SETTINGS = (("none", 0), ("lz4", 0), ("zstd", 1), ("zstd", 3), ("zstd", 6), ("zs
 
 def capture_episode(robot_host: str, seconds: float, seed: int) -> list:
     """Physics snapshots at 30 Hz of sim time while the scripted expert works on one task."""
-    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+    from vla_jepa_ros.sim.expert import ScriptedExpertPolicy
     from vla_jepa_ros.sim.rollout import DirectRollout
     from vla_jepa_ros.sim.tasks import parse_instruction
     from vla_jepa_ros.sim.world import SimWorld, SimWorldConfig

@@ -138,7 +138,7 @@ def test_relabel_expert_gives_each_step_the_experts_action_from_that_steps_state
     /sim/object_poses is reported, not guessed."""
     from vla_jepa.data import NativeEpisodeSource
     from vla_jepa_ros.core.types import Observation
-    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+    from vla_jepa_ros.sim.expert import ScriptedExpertPolicy
 
     write_bag(tmp_path / "bags" / "task-0001", outcome="FAILED", object_poses=True)
     write_bag(tmp_path / "bags" / "task-0002", outcome="FAILED")  # no poses

@@ -29,7 +29,6 @@ KNOWN = {
     ("vla_jepa_ros.runtime.bench", "rclpy"), ("vla_jepa_ros.runtime.bench", "sensor_msgs"),
     ("vla_jepa_ros.runtime.bench", "vla_jepa_interfaces"), ("vla_jepa_ros.runtime.bench", "vla_jepa_ros.bringup"),
     ("vla_jepa_ros.runtime.bench", "vla_jepa_ros.ros"),
-    ("vla_jepa_ros.runtime.expert", "vla_jepa_ros.sim"),
     ("vla_jepa_ros.sim.demo", "rclpy"), ("vla_jepa_ros.sim.demo", "rosgraph_msgs"),
     ("vla_jepa_ros.sim.demo", "sensor_msgs"), ("vla_jepa_ros.sim.demo", "vla_jepa_interfaces"),
     ("vla_jepa_ros.sim.demo", "vla_jepa_ros.ros"), ("vla_jepa_ros.sim.demo", "vla_jepa_ros.bringup"),

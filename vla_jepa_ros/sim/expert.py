@@ -22,8 +22,8 @@ import numpy as np
 from ..core.geometry import matrix_to_quat, matrix_to_rpy, quat_to_matrix, rpy_to_matrix, rotvec_to_matrix, \
     matrix_to_rotvec, wrap_angle
 from ..core.types import ActionChunk, Observation
-from ..sim.tasks import PICK_UP, SuccessConfig, TaskSpec, condition_met, parse_instruction
-from ..sim.world import BOWL_NAME
+from .tasks import PICK_UP, SuccessConfig, TaskSpec, condition_met, parse_instruction
+from .world import BOWL_NAME
 
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, 0.0
 
