@@ -263,7 +263,7 @@ def _sample_messages():
 
     chunk = ActionChunk(task_id="t-1", sequence=3, horizon=1, action_dim=2, step_period_s=0.1,
                         action_space="franka_delta_ee", dim_names=["dx_m", "gripper"],
-                        data=array.array("f", [0.01, 1.0]), inference_ms=12.0, model_id="m")
+                        data=array.array("f", [0.01, 1.0]), inference_ms=12.3456789012, model_id="m")
     chunk.header.stamp.sec, chunk.header.frame_id = 5, "base"
     status = TaskStatus(task_id="t-1", instruction="pick up the red cube", state=TaskStatus.RUNNING, steps=2,
                         elapsed_s=1.5, timeout_s=60.0, record=True, message="started")
@@ -272,6 +272,8 @@ def _sample_messages():
 
 def test_every_field_of_the_signed_ros_messages_is_covered_by_the_tag():
     import copy
+
+    from rclpy.serialization import deserialize_message, serialize_message
 
     from vla_jepa_ros.ros.auth import sign_message, verify_message
 
@@ -288,8 +290,9 @@ def test_every_field_of_the_signed_ros_messages_is_covered_by_the_tag():
             verifier.started_ns -= int(1e9)  # a stamp_ns + 1 still counts as after the verifier's start
             assert verify_message(verifier, msg) == auth.BAD_TAG, f"{type(msg).__name__}.{path}"
         verifier = Verifier(KEY, max_age_s=2.0, clock_ns=clock)
-        assert verify_message(verifier, copy.deepcopy(signed)) is None, type(signed).__name__
-        assert verify_message(verifier, copy.deepcopy(signed)) == auth.REPLAYED
+        wire = serialize_message(signed)  # what a receiver gets (float32 fields rounded, arrays retyped)
+        assert verify_message(verifier, deserialize_message(wire, type(signed))) is None, type(signed).__name__
+        assert verify_message(verifier, deserialize_message(wire, type(signed))) == auth.REPLAYED
         unsigned = copy.deepcopy(signed)
         unsigned.auth.tag = array.array("B")
         assert verify_message(verifier, unsigned) == auth.UNSIGNED

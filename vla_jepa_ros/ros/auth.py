@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
@@ -32,17 +33,22 @@ def _is_message(value: Any) -> bool:
     return hasattr(type(value), "get_fields_and_field_types")
 
 
-def _content(value: Any) -> Any:
+def _content(value: Any, ros_type: str = "") -> Any:
     if _is_message(value):
-        return {name: _content(getattr(value, name)) for name in type(value).get_fields_and_field_types()}
+        return {name: _content(getattr(value, name), t) for name, t in type(value).get_fields_and_field_types().items()}
     if isinstance(value, (list, tuple)):
         return [_content(v) for v in value]
+    if ros_type == "float" and isinstance(value, float):
+        # rclpy keeps a float32 field as the Python float it was given; the wire carries it rounded to float32
+        return float(np.float32(value))
     return value
 
 
 def message_content(msg: Any) -> dict[str, Any]:
-    """Every field of `msg` but `auth`, as nested dicts/lists/arrays, in declaration order."""
-    return {name: _content(getattr(msg, name)) for name in type(msg).get_fields_and_field_types() if name != "auth"}
+    """Every field of `msg` but `auth`, as nested dicts/lists/arrays, in declaration order, with the values the
+    receiver will see (float32 fields rounded to float32)."""
+    return {name: _content(getattr(msg, name), t) for name, t in type(msg).get_fields_and_field_types().items()
+            if name != "auth"}
 
 
 def sign_message(signer: Signer, msg: Any) -> Any:
