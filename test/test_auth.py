@@ -296,3 +296,66 @@ def test_every_field_of_the_signed_ros_messages_is_covered_by_the_tag():
         unsigned = copy.deepcopy(signed)
         unsigned.auth.tag = array.array("B")
         assert verify_message(verifier, unsigned) == auth.UNSIGNED
+
+
+# ------------------------------------------------------------------ keygen, bringup, nodes
+def test_cli_keygen_writes_0600_and_refuses_to_overwrite(tmp_path, capsys):
+    from vla_jepa_ros.cli import main
+
+    path = tmp_path / "robot.key"
+    assert main(["keygen", str(path)]) == 0
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    key = auth.load_key(path)
+    assert main(["keygen", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "exists; refusing to overwrite" in err and "Traceback" not in err
+    assert auth.load_key(path) == key
+    assert main(["keygen", str(path), "--force"]) == 0 and auth.load_key(path) != key
+    assert main(["keygen", str(tmp_path / "no" / "dir.key")]) == 1
+
+
+def test_bringup_makes_a_private_key_per_sim_run_and_removes_it(tmp_path):
+    from vla_jepa_ros.bringup import Bringup
+
+    runs = [Bringup("sim", log_dir=tmp_path / str(i)) for i in range(2)]
+    keys = [auth.load_key(b.auth_key_file) for b in runs]  # load_key checks mode 0600 and the owner
+    assert keys[0] != keys[1]
+    for b in runs:
+        assert os.stat(b.auth_key_file.parent).st_mode & 0o777 == 0o700
+        assert b.extra_params["*"]["auth_key_file"] == str(b.auth_key_file)
+        b.stop()
+        assert not b.auth_key_file.exists()
+
+
+def test_bringup_uses_a_configured_key_and_refuses_the_robot_graph_without_one(tmp_path):
+    from vla_jepa_ros.bringup import Bringup, main
+
+    with pytest.raises(ValueError, match="graph 'franka' needs auth_key_file.*vla-jepa keygen"):
+        Bringup("franka", log_dir=tmp_path)
+    assert main(["--graph", "franka", "--log-dir", str(tmp_path), "--quiet"]) == 2
+    assert Bringup("franka", nodes=["recorder"], log_dir=tmp_path).auth_key_file is None  # records, never signs
+    key = auth.write_key(tmp_path / "robot.key")
+    b = Bringup("franka", extra_params={"*": {"auth_key_file": str(key)}}, log_dir=tmp_path)
+    assert b.auth_key_file == key
+    params = tmp_path / "p.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    auth_key_file: {key}\n")
+    assert Bringup("sim", params_file=params, log_dir=tmp_path).auth_key_file == key
+    b.stop()
+    assert key.exists()  # a configured key is never removed
+
+
+@pytest.mark.slow
+def test_nodes_refuse_to_start_without_a_safe_key(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path)}
+    loose = auth.write_key(tmp_path / "loose.key")
+    os.chmod(loose, 0o644)
+    for extra, expected in [([], "auth_key_file is not set"),
+                            (["-p", f"auth_key_file:={loose}"], "mode 0644: group/others may access it")]:
+        proc = subprocess.run([sys.executable, "-m", "vla_jepa_ros.nodes.task_manager_node", "--ros-args", *extra],
+                              env=env, capture_output=True, text=True, timeout=60)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "refusing to start" in out and expected in out, out[-2000:]
+        assert "Traceback" not in out
