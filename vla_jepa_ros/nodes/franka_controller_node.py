@@ -140,6 +140,8 @@ class FrankaControllerNode(Node):
         now = self._now_s()
         s = self._status
         running = s.task_id if s is not None and s.state == TaskState.RUNNING else ""
+        if self._estop_task and running != self._estop_task and not self.controller.executor.estop:
+            self._estop_task = ""  # released and that task has ended (a restarted task manager may reuse its id)
         self.controller.set_task(running if running != self._estop_task else "", now)
         msg, self._chunk_msg = self._chunk_msg, None
         if msg is not None:
