@@ -153,6 +153,11 @@ class Bringup:
             raise ValueError(f"nodes {sorted(unknown)} are not in graph {self.graph.name!r} "
                              f"({', '.join(s.name for s in self.graph.nodes)})")
         self.extra_params = extra_params or {}
+        self.env = {**os.environ, **(env or {})}
+        self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"vla_jepa_{self.graph.name}_"))
+        self.echo = echo
         self.auth_key_file: Path | None = None
         self._key_dir: Path | None = None
         signing = [s.name for s in self.specs if s.signs]
@@ -170,11 +175,6 @@ class Bringup:
             self.auth_key_file = write_key(self._key_dir / "auth.key")
             self.extra_params = {**self.extra_params,
                                  "*": {**self.extra_params.get("*", {}), "auth_key_file": str(self.auth_key_file)}}
-        self.env = {**os.environ, **(env or {})}
-        self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        self.env.setdefault("PYTHONUNBUFFERED", "1")
-        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"vla_jepa_{self.graph.name}_"))
-        self.echo = echo
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: dict[str, Any] = {}
         self._stopping = False
@@ -285,11 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, dict[str, Any]] = {}
     for node, param, value in args.param:
         extra.setdefault(node, {})[param] = value
-    try:
-        bringup = Bringup(args.graph, args.params_file, extra, args.nodes, log_dir=args.log_dir, echo=not args.quiet)
-    except ValueError as exc:
-        print(f"[bringup] {exc}", file=sys.stderr)
-        return 2
+    bringup = Bringup(args.graph, args.params_file, extra, args.nodes, log_dir=args.log_dir, echo=not args.quiet)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
