@@ -14,7 +14,7 @@ from vla_jepa_ros.graph import GRAPHS, Graph, NodeSpec, get_graph
 pytestmark = pytest.mark.slow
 TWO_NODES = Graph("two", "config/franka.yaml",
                   (NodeSpec("tm_a", "task_manager"), NodeSpec("tm_b", "task_manager", remaps=(("/vla/stop", "/b/stop"),))),
-                  "two nodes for the bringup tests")
+                  "two nodes for the bringup tests", ephemeral_key=True)
 
 
 def _children(pid: int) -> list[int]:

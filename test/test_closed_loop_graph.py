@@ -16,6 +16,8 @@ from std_srvs.srv import Trigger
 from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
 from vla_jepa_interfaces.srv import ExecuteTask
 from vla_jepa_ros.bringup import Bringup
+from vla_jepa_ros.core.auth import load_key
+from vla_jepa_ros.ros.auth import publish_estop_release
 from vla_jepa_ros.ros.qos import RELIABLE_QOS
 from vla_jepa_ros.sim.world import BOWL_NAME, SimWorldConfig, random_layout
 
@@ -112,7 +114,7 @@ def test_the_next_layout_is_placed_when_a_task_ends(graph):
     assert client.latest_status().task_id == status.task_id  # placed while no task runs
 
 
-def test_estop_topic_stops_and_refuses_until_released(graph):
+def test_estop_topic_stops_refuses_and_its_release_needs_a_key_and_ends_the_task(graph):
     b, client, estop = graph
     res = client.call(ExecuteTask, "/vla/execute_task",
                       ExecuteTask.Request(instruction="put the blue cube in the bowl", timeout_s=60.0))
@@ -130,10 +132,18 @@ def test_estop_topic_stops_and_refuses_until_released(graph):
     assert np.linalg.norm(_pose(client) - p0) < HOLD_TOL_M, "the arm moved while the e-stop was engaged"
     assert st.mode == RobotState.MODE_ESTOP and st.steps_executed == steps0
     assert st.chunks_rejected > rejected0, "chunks kept coming and must be refused"
-    estop.publish(Bool(data=False))
-    client.wait_for(lambda: _latest(client, "/franka/state").steps_executed > steps0 + 3, 20, "motion to resume")
-    assert client.call(Trigger, "/vla/stop", Trigger.Request()).success
-    client.wait_status(res.task_id, TaskStatus.CANCELED)
+    estop.publish(Bool(data=False))  # anyone may engage; releasing this way is refused
+    time.sleep(1.0)
+    assert _latest(client, "/franka/state").mode == RobotState.MODE_ESTOP
+    assert publish_estop_release(load_key(b.auth_key_file), "test", "closed-loop test")
+    # released, but the interrupted task never resumes: it ends ABORTED and the arm holds
+    final = client.wait_status(res.task_id, TaskStatus.ABORTED, timeout_s=10)
+    assert "e-stop" in final.message, final.message
+    p1 = _pose(client)
+    time.sleep(2.0)
+    st = _latest(client, "/franka/state")
+    assert st.mode != RobotState.MODE_ESTOP and st.steps_executed in (0, steps0), st
+    assert np.linalg.norm(_pose(client) - p1) < HOLD_TOL_M, "the arm moved after the release"
 
 
 def _pose(client) -> np.ndarray:

@@ -12,6 +12,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
 from vla_jepa_ros.bringup import Bringup
+from vla_jepa_ros.core.auth import Signer, load_key
+from vla_jepa_ros.ros.auth import sign_message
 from vla_jepa_ros.core.images import encode_compressed
 from vla_jepa_ros.core.types import DELTA_EE_DIM_NAMES
 from vla_jepa_ros.ros.conversions import s_to_stamp, stamp_to_s
@@ -35,10 +37,11 @@ def _params(**over):
 
 
 class Feeder:
-    """Publishes task status, robot state and camera frames at 20 Hz; `mode` changes the frames' stamps."""
+    """Publishes signed task status, robot state and camera frames at 20 Hz; `mode` changes the frames' stamps."""
 
-    def __init__(self, client: RosClient, transport: str) -> None:
+    def __init__(self, client: RosClient, transport: str, key_file) -> None:
         self.client, self.transport = client, transport
+        self.signer = Signer(load_key(key_file), "test_feeder")  # the policy takes signed status only
         node = client.node
         kind, suffix = (Image, "image_raw") if transport == "raw" else (CompressedImage, "compressed")
         self.pubs = {c: node.create_publisher(kind, f"/cameras/{c}/{suffix}", SENSOR_QOS) for c in CAMS}
@@ -49,8 +52,6 @@ class Feeder:
         self.rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
         self.payload = encode_compressed(self.rgb, "jpeg") if transport == "compressed" else None
         self._run = True
-        self.status_pub.publish(TaskStatus(task_id="t-1", instruction="pick up the red cube",
-                                           state=TaskStatus.RUNNING))
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -69,6 +70,8 @@ class Feeder:
                             gripper_open_commanded=True)
             st.header.stamp = s_to_stamp(now)
             self.state_pub.publish(st)
+            self.status_pub.publish(sign_message(self.signer, TaskStatus(
+                task_id="t-1", instruction="pick up the red cube", state=TaskStatus.RUNNING)))
             if self.mode != "silent":
                 for cam in CAMS:
                     t = {"fresh": now, "stale": now - 2.0, "skewed": now - (0.3 if cam == "wrist" else 0.0)}[self.mode]
@@ -87,7 +90,7 @@ def _start(tmp_path_factory, transport):
     client = RosClient(f"policy_test_{transport}")
     chunks = client.subscribe("/vla/action_chunk", ActionChunk, RELIABLE_QOS)
     diags = client.subscribe("/diagnostics", DiagnosticArray, 10)
-    feeder = Feeder(client, transport)
+    feeder = Feeder(client, transport, b.auth_key_file)
     return b, client, feeder, chunks, diags
 
 
@@ -252,7 +255,7 @@ def test_expert_path_still_served(tmp_path_factory):
                                          "use_ground_truth": True}}).start()
     client = RosClient("policy_test_expert")
     chunks = client.subscribe("/vla/action_chunk", ActionChunk, RELIABLE_QOS)
-    feeder = Feeder(client, "raw")
+    feeder = Feeder(client, "raw", b.auth_key_file)
     try:
         # (the module's bundle graph may still be running: pick the expert's chunks by model id)
         expert = lambda: [m for m in chunks if m.model_id == "scripted-expert"]  # noqa: E731

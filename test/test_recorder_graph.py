@@ -62,7 +62,8 @@ class Graph:
         self.out = tmp_path / "bags"
         params = {"output_dir": str(self.out), "min_free_disk_mb": 0.0, **recorder_params}
         self.bringup = Bringup(graph, nodes=["task_manager", "recorder"], log_dir=tmp_path / "logs",
-                               extra_params={"recorder": params, "task_manager": {"status_rate_hz": 10.0}})
+                               extra_params={"recorder": params, "task_manager": {"status_rate_hz": 10.0}},
+                               ephemeral_key=True)
 
     def __enter__(self) -> "Graph":
         self.bringup.start()

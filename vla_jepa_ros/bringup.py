@@ -6,11 +6,16 @@
 Each node runs as `python -m vla_jepa_ros.nodes.<x>_node --ros-args -r __node:=<name> --params-file <yaml>`.
 SIGINT/SIGTERM are forwarded to every node; if one node dies, the others are stopped and the reason
 (which node, its exit code or signal, the tail of its log) is reported. Logs go to <log_dir>/<node>.log.
+
+Control messages are signed with the key in auth_key_file (docs/security.md). The sim graph gets a fresh key
+per run in a private temp folder when none is configured; the franka graph refuses to start without one
+(vla-jepa keygen PATH, then -p '*.auth_key_file=PATH' or the parameter file).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,16 +111,40 @@ def write_overrides(path: Path, node_name: str, params: dict[str, Any]) -> Path:
     return path
 
 
+def configured_key_file(params_file: Path, extra_params: dict[str, dict[str, Any]], node_names: Iterable[str]) -> str:
+    """The auth_key_file the nodes would get ('' = none): -p overrides, then the parameter file."""
+    import yaml
+
+    names = list(node_names)
+    for scope in [*names, "*"]:
+        if extra_params.get(scope, {}).get("auth_key_file"):
+            return str(extra_params[scope]["auth_key_file"])
+    try:
+        data = yaml.safe_load(Path(params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    for scope in [*names, "/**", "**"]:
+        section = data.get(scope) if isinstance(data, dict) else None
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
+        value = params.get("auth_key_file") if isinstance(params, dict) else None
+        if value:
+            return str(value)
+    return ""
+
+
 class Bringup:
     """Context manager that runs a graph: `with Bringup("sim") as b: ...; b.check()`.
 
     extra_params: {node_name: {param: value}} (a key "*" applies to every node).
     nodes: restrict to these node names (default: every node of the graph).
+    ephemeral_key: when no auth_key_file is configured, write a fresh key for this run (default: the graph's
+    choice, true for sim); false raises ValueError instead. The key's path is `auth_key_file`.
     """
 
     def __init__(self, graph: str | Graph = "sim", params_file: str | Path | None = None,
                  extra_params: dict[str, dict[str, Any]] | None = None, nodes: Iterable[str] | None = None,
-                 env: dict[str, str] | None = None, log_dir: str | Path | None = None, echo: bool = False) -> None:
+                 env: dict[str, str] | None = None, log_dir: str | Path | None = None, echo: bool = False,
+                 ephemeral_key: bool | None = None) -> None:
         self.graph = graph if isinstance(graph, Graph) else get_graph(graph)
         self.params_file = Path(params_file) if params_file else share_file(self.graph.params_file)
         wanted = set(nodes) if nodes is not None else None
@@ -132,6 +161,23 @@ class Bringup:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"vla_jepa_{self.graph.name}_"))
         self.echo = echo
+        self.auth_key_file: Path | None = None
+        self._key_dir: Path | None = None
+        signing = [s.name for s in self.specs if s.signs]
+        configured = configured_key_file(self.params_file, self.extra_params, signing)
+        if configured:
+            self.auth_key_file = Path(configured)
+        elif signing:
+            if not (self.graph.ephemeral_key if ephemeral_key is None else ephemeral_key):
+                raise ValueError(f"graph {self.graph.name!r} needs auth_key_file (nodes {', '.join(signing)} sign "
+                                 f"and check control messages): write a key with `vla-jepa keygen PATH` and pass "
+                                 f"-p '*.auth_key_file=PATH' or set it in {self.params_file.name}")
+            from .core.auth import write_key
+
+            self._key_dir = Path(tempfile.mkdtemp(prefix="vla_jepa_key_"))  # mode 0700
+            self.auth_key_file = write_key(self._key_dir / "auth.key")
+            self.extra_params = {**self.extra_params,
+                                 "*": {**self.extra_params.get("*", {}), "auth_key_file": str(self.auth_key_file)}}
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: dict[str, Any] = {}
         self._stopping = False
@@ -199,6 +245,8 @@ class Bringup:
         for pump in self._logs.values():
             pump.join(timeout=1.0)
         remove_stale_fastdds_files()
+        if self._key_dir is not None:  # this run's key goes with it
+            shutil.rmtree(self._key_dir, ignore_errors=True)
         return {name: proc.returncode for name, proc in self.procs.items()}
 
     def __enter__(self) -> "Bringup":

@@ -469,6 +469,53 @@ def _offline_eval(argv: list[str]) -> int:
     return run(a.bundle, a.dataset, a.stride, a.max_episodes, a.backend, a.threads, a.json, a.noise_scale)
 
 
+@command("keygen", "write a new key for signing control messages (mode 0600); give its path to every node")
+def _keygen(argv: list[str]) -> int:
+    p = _parser("keygen", "Write a fresh per-deployment key (32 random bytes as hex, mode 0600) for the HMAC tags "
+                          "on action chunks, task status and e-stop releases. Set auth_key_file: PATH for every node "
+                          "(or -p '*.auth_key_file=PATH' with vla-jepa-bringup); copy the file to the other hosts "
+                          "over a secure channel, keeping mode 0600 (docs/security.md).")
+    p.add_argument("path", help="key file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing key file")
+    a = p.parse_args(argv)
+    from .core.auth import AuthError, write_key
+
+    try:
+        path = write_key(a.path, force=a.force)
+    except (AuthError, OSError) as exc:
+        print(f"vla-jepa keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} (mode 0600)")
+    return 0
+
+
+@command("estop-release", "release the e-stop with a signed message (the interrupted task does not resume)")
+def _estop_release(argv: list[str]) -> int:
+    p = _parser("estop-release", "Publish one signed EStopRelease on /franka/estop_release. The controller "
+                                 "accepts only this (Bool false on /franka/estop is refused); the task that was "
+                                 "running when the e-stop was engaged stays stopped, a new task moves the arm.")
+    p.add_argument("--key", required=True, help="the deployment's key file (auth_key_file of the nodes)")
+    p.add_argument("--operator", default="", help="who releases (logged by the controller)")
+    p.add_argument("--reason", default="", help="why (logged by the controller)")
+    p.add_argument("--wait-s", type=float, default=5.0, help="how long to wait for the controller to subscribe")
+    a = p.parse_args(argv)
+    from .core.auth import AuthError, load_key
+
+    try:
+        key = load_key(a.key)
+    except AuthError as exc:
+        print(f"vla-jepa estop-release: {exc}", file=sys.stderr)
+        return 1
+    from .ros.auth import publish_estop_release
+
+    if not publish_estop_release(key, a.operator, a.reason, a.wait_s):
+        print(f"vla-jepa estop-release: no subscriber on /franka/estop_release within --wait-s {a.wait_s} s "
+              "(is the controller running in this ROS_DOMAIN_ID?)", file=sys.stderr)
+        return 1
+    print("e-stop release sent")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -19,6 +19,7 @@ class NodeSpec:
     executable: str
     package: str = PACKAGE
     remaps: tuple[tuple[str, str], ...] = ()
+    signs: bool = True  # signs or checks control messages: needs the deployment's key (auth_key_file)
 
     @property
     def module(self) -> str:
@@ -31,22 +32,25 @@ class Graph:
     params_file: str  # relative to the package share dir (config/...)
     nodes: tuple[NodeSpec, ...]
     description: str
+    ephemeral_key: bool = False  # bringup makes a fresh key per run when none is configured (simulation only)
 
 
 TASK_MANAGER = NodeSpec("task_manager", "task_manager")
 POLICY = NodeSpec("policy", "policy")
 CONTROLLER = NodeSpec("franka_controller", "franka_controller")
 SIM = NodeSpec("sim", "sim")
-RECORDER = NodeSpec("recorder", "recorder")
+RECORDER = NodeSpec("recorder", "recorder", signs=False)  # records every message, signed or not
 
 GRAPHS: dict[str, Graph] = {
     g.name: g
     for g in (
         Graph("sim", "config/sim.yaml", (TASK_MANAGER, SIM, POLICY, CONTROLLER, RECORDER),
-              "franky-sim FR3 in a MuJoCo tabletop, rendered cameras, policy, controller, task manager, recorder"),
+              "franky-sim FR3 in a MuJoCo tabletop, rendered cameras, policy, controller, task manager, recorder",
+              ephemeral_key=True),
         Graph("franka", "config/franka.yaml", (TASK_MANAGER, POLICY, CONTROLLER, RECORDER),
               "a real FR3 through franky (dry_run by default), your camera drivers, policy, recorder"),
-        Graph("task_manager_only", "config/franka.yaml", (TASK_MANAGER,), "just the task manager (tests, debugging)"),
+        Graph("task_manager_only", "config/franka.yaml", (TASK_MANAGER,), "just the task manager (tests, debugging)",
+              ephemeral_key=True),
     )
 }
 

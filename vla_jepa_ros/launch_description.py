@@ -18,9 +18,14 @@ def make_launch_description(graph_name: str) -> LaunchDescription:
     actions = [
         DeclareLaunchArgument("params_file", default_value=str(share_file(graph.params_file)),
                               description=f"ROS parameter file for every node of the {graph.name} graph"),
+        DeclareLaunchArgument("auth_key_file", default_value="",
+                              description="the deployment's key file (vla-jepa keygen PATH); a key set in "
+                                          "params_file wins"),
     ]
+    key = {"auth_key_file": LaunchConfiguration("auth_key_file")}
     for spec in graph.nodes:
         actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name,
-                            parameters=[params_file], remappings=list(spec.remaps), output="screen",
+                            parameters=[key, params_file] if spec.signs else [params_file],
+                            remappings=list(spec.remaps), output="screen",
                             on_exit=Shutdown(reason=f"node {spec.name} exited")))
     return LaunchDescription(actions)

@@ -3,6 +3,11 @@
 Chunk -> ChunkExecutor (validation, replacement, watchdog, staleness) -> SafetyEnvelope -> asynchronous
 Cartesian target. Publishes /franka/joint_states, /franka/ee_pose, /franka/state and /diagnostics at
 state_rate_hz. /franka/estop (Bool true) stops the arm at once and refuses motion until released.
+
+Chunks, task status and e-stop releases must be signed with the deployment's key (docs/security.md): others
+are dropped here, before anything reaches the executor, and counted per reason on /diagnostics. Releasing the
+e-stop (a signed EStopRelease on /franka/estop_release; Bool false is refused) never resumes the task that was
+running: the controller refuses that task's chunks and reports it as a fault, so the task manager ends it.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
-from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
+from vla_jepa_interfaces.msg import ActionChunk, EStopRelease, RobotState, TaskStatus
 
 from ..core.chunk_executor import ChunkExecutor, ExecutorConfig, Mode, Verdict
 from ..core.geometry import matrix_to_quat, matrix_to_rpy
@@ -25,6 +30,7 @@ from ..core.types import TaskState
 from ..robot.arm import ArmError
 from ..robot.controller import ArmController, ControllerConfig
 from ..robot.franky_arm import FrankyArm, FrankyArmConfig
+from ..ros.auth import declare_auth, verify_message
 from ..ros.conversions import msg_to_chunk
 from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
@@ -33,6 +39,7 @@ from ..ros.qos import RELIABLE_QOS, STATUS_QOS
 
 _MODES = {Mode.IDLE: RobotState.MODE_IDLE, Mode.EXECUTING: RobotState.MODE_EXECUTING,
           Mode.HOLDING: RobotState.MODE_HOLDING, Mode.ESTOP: RobotState.MODE_ESTOP, Mode.HOMING: RobotState.MODE_HOMING}
+AUTH_KINDS = ("vla_jepa_interfaces/ActionChunk", "vla_jepa_interfaces/TaskStatus", "vla_jepa_interfaces/EStopRelease")
 JOINT_NAMES = [f"fr3_joint{i}" for i in range(1, 8)]
 
 
@@ -70,10 +77,14 @@ class FrankaControllerNode(Node):
         self._chunk_msg: ActionChunk | None = None
         self._status: TaskStatus | None = None
         self._next_connect_s = 0.0
+        _, self._verifier = declare_auth(self)
+        self._estop_task = ""  # the task running when the e-stop was engaged: it never resumes
+        self._bool_releases_refused = 0
         self.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
         self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         # E-stop acts in its callback (not on the next tick): stopping the arm is the one job that cannot wait.
         self.create_subscription(Bool, "/franka/estop", self._on_estop, RELIABLE_QOS)
+        self.create_subscription(EStopRelease, "/franka/estop_release", self._on_estop_release, RELIABLE_QOS)
         self._joint_pub = self.create_publisher(JointState, "/franka/joint_states", RELIABLE_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, "/franka/ee_pose", RELIABLE_QOS)
         self._state_pub = self.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
@@ -86,22 +97,52 @@ class FrankaControllerNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _authentic(self, msg, what: str) -> bool:
+        reason = verify_message(self._verifier, msg)
+        if reason is not None:
+            self.get_logger().warning(f"{what} refused: {self._verifier.explain()}", throttle_duration_sec=2.0)
+        return reason is None
+
     def _on_chunk(self, msg: ActionChunk) -> None:
-        self._chunk_msg = msg
+        if self._authentic(msg, f"chunk {msg.sequence} for task {msg.task_id!r}"):
+            self._chunk_msg = msg
 
     def _on_status(self, msg: TaskStatus) -> None:
-        self._status = msg
+        if self._authentic(msg, f"task status {msg.task_id!r}"):
+            self._status = msg
 
     def _on_estop(self, msg: Bool) -> None:
-        self.controller.set_estop(bool(msg.data))
-        self.get_logger().warning("e-stop ENGAGED: arm stopped" if msg.data else "e-stop released")
+        if not msg.data:  # anyone may stop the arm; releasing needs a signed EStopRelease
+            self._bool_releases_refused += 1
+            self.get_logger().warning("e-stop release through /franka/estop (Bool false) refused: publish a signed "
+                                      "EStopRelease on /franka/estop_release (vla-jepa estop-release)",
+                                      throttle_duration_sec=2.0)
+            return
+        if not self.controller.executor.estop and self.controller.executor.task_id:
+            self._estop_task = self.controller.executor.task_id
+        self.controller.set_estop(True)
+        self.get_logger().warning("e-stop ENGAGED: arm stopped" + (
+            f"; task {self._estop_task!r} cannot resume" if self._estop_task else ""))
+
+    def _on_estop_release(self, msg: EStopRelease) -> None:
+        if not self._authentic(msg, "e-stop release"):
+            return
+        if self.controller.executor.estop:
+            self._estop_task = self.controller.executor.task_id or self._estop_task  # a new task is needed
+            self.controller.set_estop(False)
+            self.get_logger().warning(f"e-stop released by {msg.released_by or '?'!r} ({msg.reason or 'no reason'})"
+                                      + (f"; task {self._estop_task!r} stays stopped: start a new task"
+                                         if self._estop_task else ""))
 
     def _control(self) -> None:
         if not self.arm.connected:
             return
         now = self._now_s()
         s = self._status
-        self.controller.set_task(s.task_id if s is not None and s.state == TaskState.RUNNING else "", now)
+        running = s.task_id if s is not None and s.state == TaskState.RUNNING else ""
+        if self._estop_task and running != self._estop_task and not self.controller.executor.estop:
+            self._estop_task = ""  # released and that task has ended (a restarted task manager may reuse its id)
+        self.controller.set_task(running if running != self._estop_task else "", now)
         msg, self._chunk_msg = self._chunk_msg, None
         if msg is not None:
             try:
@@ -150,13 +191,19 @@ class FrankaControllerNode(Node):
         joints.header.stamp = stamp
         self._joint_pub.publish(joints)
         self._pose_pub.publish(_pose_msg(st.position_m, quat, stamp))
-        msg = RobotState(mode=RobotState.MODE_FAULT if r.fault else _MODES[r.mode], ee_position_m=st.position_m.tolist(),
+        mode, task_id, error = RobotState.MODE_FAULT if r.fault else _MODES[r.mode], ex.task_id, r.error
+        s = self._status
+        if not ex.estop and self._estop_task and s is not None and s.task_id == self._estop_task \
+                and s.state == TaskState.RUNNING:  # released, but that task is still running: have it ended
+            mode, task_id = RobotState.MODE_FAULT, self._estop_task
+            error = f"the e-stop was engaged during task {self._estop_task!r}: it cannot resume; start a new task"
+        msg = RobotState(mode=mode, ee_position_m=st.position_m.tolist(),
                          ee_orientation_xyzw=quat.tolist(), ee_rpy_rad=matrix_to_rpy(st.rotation).tolist(),
                          q_rad=st.q_rad.tolist(), dq_rad_s=st.dq_rad_s.tolist(), gripper_width_m=st.gripper_width_m,
                          gripper_open_commanded=r.gripper_open_commanded, dry_run=self.controller.config.dry_run,
-                         task_id=ex.task_id, steps_executed=ex.steps_executed, steps_clipped=r.steps_clipped,
+                         task_id=task_id, steps_executed=ex.steps_executed, steps_clipped=r.steps_clipped,
                          chunks_rejected=ex.rejected, chunks_stale=ex.stale, last_clip_reason=r.last_clip_reason,
-                         error=r.error)
+                         error=error)
         msg.header.stamp = stamp
         self._state_pub.publish(msg)
 
@@ -169,7 +216,9 @@ class FrankaControllerNode(Node):
             "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
             "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
             "recoveries": r.recoveries, "planner_faults_recovered": r.planner_faults_recovered,
-            "last_recovered_error": r.last_recovered_error, "dry_run": self.controller.config.dry_run})
+            "last_recovered_error": r.last_recovered_error, "dry_run": self.controller.config.dry_run,
+            **self._verifier.counts(AUTH_KINDS), "auth_last_refusal": self._verifier.explain(),
+            "estop_release_refused.bool_false": self._bool_releases_refused, "estop_task": self._estop_task})
 
     def close(self) -> None:
         self.arm.close(release=False)  # main() exits without running franky's destructors

@@ -15,6 +15,7 @@ from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskSt
 
 from ..core.images import decode_compressed
 from ..core.types import TaskState, robot_state_vector
+from ..ros.auth import declare_auth, sign_message, verify_message
 from ..ros.conversions import chunk_to_msg, image_to_rgb, stamp_to_s
 from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
@@ -78,6 +79,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy")
         self.config = c = declare_params(self, PolicyNodeConfig)
+        self._signer, self._verifier = declare_auth(self)  # before the model: a missing key fails fast
         self.policy = make_policy(c, declare_params(self, BackendParams))
         self.loop = PolicyLoop(self.policy, c.cameras, c.max_image_age_s, c.max_camera_skew_s)
         self._expected_wh = (c.camera_width_px, c.camera_height_px) if c.camera_width_px > 0 else None
@@ -121,6 +123,9 @@ class PolicyNode(Node):
                                                st.gripper_open_commanded))
 
     def _on_status(self, msg: TaskStatus) -> None:
+        if verify_message(self._verifier, msg) is not None:  # a forged status must not start or redirect inference
+            self.get_logger().warning(f"task status refused: {self._verifier.explain()}", throttle_duration_sec=5.0)
+            return
         self.loop.set_task(msg.task_id, msg.instruction, msg.state == TaskState.RUNNING)
 
     def _on_poses(self, msg: ObjectPoses) -> None:
@@ -147,11 +152,12 @@ class PolicyNode(Node):
             if phase and phase != self._phase:
                 self._phase = phase
                 self.get_logger().info(f"task {chunk.task_id}: {phase}")
-            self._chunk_pub.publish(chunk_to_msg(chunk))
+            self._chunk_pub.publish(sign_message(self._signer, chunk_to_msg(chunk)))
 
     def _publish_diagnostics(self) -> None:
         d = self.loop.diagnostics(self._now_s())
-        self._diagnostics.publish(d.level, d.message, d.values)
+        self._diagnostics.publish(d.level, d.message, {**d.values, **self._verifier.counts(
+            ("vla_jepa_interfaces/TaskStatus",)), "auth_last_refusal": self._verifier.explain()})
 
     def close(self) -> None:
         self._stop.set()

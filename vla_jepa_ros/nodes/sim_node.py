@@ -14,7 +14,9 @@ from std_srvs.srv import SetBool
 from vla_jepa_interfaces.msg import ObjectPoses, TaskStatus
 
 from ..core.types import TaskState
+from ..ros.auth import declare_auth, verify_message
 from ..ros.conversions import rgb_to_image, s_to_stamp
+from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
@@ -46,6 +48,7 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
         self.config = declare_params(self, SimNodeConfig)
+        _, self._verifier = declare_auth(self)
         world_config = declare_params(self, SimWorldConfig, "world")
         self.success_config = dataclasses.replace(  # the check measures the objects the world actually has
             declare_params(self, SuccessConfig, "success"), cube_size_m=world_config.cube_size_m,
@@ -57,6 +60,8 @@ class SimNode(Node):
         self._poses_pub = self.create_publisher(ObjectPoses, "/sim/object_poses", RELIABLE_QOS)
         self._finish = self.create_client(SetBool, "/vla/finish_task")
         self._status: TaskStatus | None = None
+        self._diagnostics = DiagnosticsPublisher(self, "sim")
+        self.create_timer(1.0, self._publish_diagnostics)
         self._task_id = ""
         self._tasks_seen = 0
         self._layout_task = 0  # number of the task (1, 2, ...) whose layout is in place; 0: none placed
@@ -75,8 +80,15 @@ class SimNode(Node):
         self._clock_pub.publish(Clock(clock=s_to_stamp(time_s)))
 
     def _on_status(self, msg: TaskStatus) -> None:
+        if verify_message(self._verifier, msg) is not None:  # a forged status must not re-place the layout
+            self.get_logger().warning(f"task status refused: {self._verifier.explain()}", throttle_duration_sec=5.0)
+            return
         self._status = msg
         self._update_task()
+
+    def _publish_diagnostics(self) -> None:
+        self._diagnostics.publish("ok", "running", {**self._verifier.counts(("vla_jepa_interfaces/TaskStatus",)),
+                                                    "auth_last_refusal": self._verifier.explain()})
 
     def _publish_cameras(self) -> None:
         snapshot = self.world.snapshot()

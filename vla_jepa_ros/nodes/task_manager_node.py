@@ -21,6 +21,7 @@ from vla_jepa_interfaces.srv import ExecuteTask
 
 from ..core.task import TaskConfig, TaskMachine
 from ..core.types import TaskState
+from ..ros.auth import declare_auth, sign_message, verify_message
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
 from ..ros.qos import RELIABLE_QOS, STATUS_QOS
@@ -44,6 +45,7 @@ class TaskManagerNode(Node):
         super().__init__("task_manager")
         config = declare_params(self, TaskConfig)
         params = declare_params(self, StatusParams)
+        self._signer, self._verifier = declare_auth(self)
         self._machine = TaskMachine(config)
         self._lock = threading.Lock()
         self._status_pub = self.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
@@ -79,7 +81,7 @@ class TaskManagerNode(Node):
         msg = TaskStatus(task_id=s.task_id, instruction=s.instruction, state=int(s.state), steps=s.steps,
                          elapsed_s=s.elapsed_s, timeout_s=s.timeout_s, record=s.record, message=s.message)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._status_pub.publish(msg)
+        self._status_pub.publish(sign_message(self._signer, msg))
 
     def _apply(self, fn, *args):
         """Run a state-machine call under the lock, log it, publish the new status when it changed anything."""
@@ -113,6 +115,8 @@ class TaskManagerNode(Node):
         self._apply(self._machine.reinstruct, msg.data)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
+        if verify_message(self._verifier, msg) is not None:  # forged chunks do not count as steps
+            return
         with self._lock:
             if self._machine.running and msg.task_id == self._machine.status(0.0).task_id:
                 self._machine.add_steps(1)

@@ -177,6 +177,8 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
 
     from ..bringup import Bringup
     from ..ros.conversions import s_to_stamp, stamp_to_s
+    from ..core.auth import Signer, load_key
+    from ..ros.auth import sign_message
     from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
     from .bundle import load_bundle
 
@@ -207,8 +209,9 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     spinner.start()
     with tempfile.TemporaryDirectory() as logs, Bringup("sim", nodes=["policy"], extra_params=params,
                                                         log_dir=logs) as b:
-        status_pub.publish(TaskStatus(task_id="bench", instruction="put the red cube in the bowl",
-                                      state=TaskStatus.RUNNING))
+        # the policy takes signed status only, stamped after it started: sign each one, republish it every 0.5 s
+        signer = Signer(load_key(b.auth_key_file), "bench")
+        next_status_s = 0.0
         data = array.array("B", rgb.tobytes())
         warm_until = time.time() + 8.0  # node start-up + first inferences
         stop_at = warm_until + seconds
@@ -216,6 +219,10 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
         while time.time() < stop_at:
             b.check()
             now = time.time()
+            if now >= next_status_s:
+                next_status_s = now + 0.5
+                status_pub.publish(sign_message(signer, TaskStatus(
+                    task_id="bench", instruction="put the red cube in the bowl", state=TaskStatus.RUNNING)))
             if first_measured is None and now >= warm_until:
                 first_measured = now
             st = RobotState(ee_position_m=[0.4, 0.0, 0.3], ee_rpy_rad=[np.pi, 0.0, 0.0], gripper_width_m=0.08,
