@@ -57,6 +57,10 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--noise-scale", type=float, default=0.0,
                    help="flow start noise of a learned policy: 0 gives deterministic chunks (the demo repeats "
                         "itself up to timing), 1 samples them as trained (as `vla-jepa eval` does by default)")
+    p.add_argument("--task-timeout-s", type=float, default=60.0, help="sim-time limit of each task")
+    p.add_argument("--robot-host", default=None,
+                   help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside "
+                        "another sim graph)")
     args = p.parse_args(argv)
     from .graph import share_file
     from .sim.demo import run_demo
@@ -66,9 +70,12 @@ def _demo(argv: list[str]) -> int:
     bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
     if not 0.0 <= args.noise_scale <= 1.0:
         p.error(f"--noise-scale {args.noise_scale} must be in [0, 1]")
-    run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
-             policy="expert" if args.policy == "expert" else "bundle", bundle=bundle, noise_scale=args.noise_scale)
-    return 0
+    if not 0.0 < args.task_timeout_s <= 3600.0:
+        p.error(f"--task-timeout-s {args.task_timeout_s} must be in (0, 3600]")
+    summary = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
+                       policy="expert" if args.policy == "expert" else "bundle", bundle=bundle,
+                       noise_scale=args.noise_scale, task_timeout_s=args.task_timeout_s, robot_host=args.robot_host)
+    return 0 if summary["successes"] == summary["episodes"] else 1  # any failed episode is a failed demo
 
 
 @command("export", "checkpoint -> model bundle (ONNX opset 23 with Attention ops, parity-checked, hashed manifest)")
@@ -401,15 +408,20 @@ def _eval(argv: list[str]) -> int:
     _backend_args(p)
     p.add_argument("--out-dir", default="eval_out", help="image strips and eval_results.json")
     p.add_argument("--record", default=None, metavar="DIR", help="also record every episode as a bag in DIR")
+    p.add_argument("--min-success-rate", type=float, default=0.0,
+                   help="exit with code 1 when the overall success rate is below this (0..1; 0: never)")
     p.add_argument("--same-layouts", action="store_true",
                    help="every family on the same layouts and cube (episode k: layout seed + k; one graph per "
                         "family, strips in OUT_DIR/FAMILY) and a table comparing families layout by layout; "
                         "without it families alternate over the layouts, so family rates mix task and layout")
     a = p.parse_args(argv)
+    if not 0.0 <= a.min_success_rate <= 1.0:
+        p.error(f"--min-success-rate {a.min_success_rate} must be in [0, 1]")
     from .flywheel.commands import evaluate
 
     return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target)
+                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target,
+                    min_success_rate=a.min_success_rate)
 
 
 @command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")
@@ -450,11 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM (timeout, systemd, a CI runner) unwinds like Ctrl-C, so running graphs are stopped cleanly
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    from .bringup import GraphAlreadyRunning
+    from .bringup import GraphAlreadyRunning, NodeDied
 
     try:
         return COMMANDS[name][1](rest)
-    except GraphAlreadyRunning as exc:  # the one thing to tell, not a traceback
+    except (GraphAlreadyRunning, NodeDied) as exc:  # the one thing to tell, not a traceback
         print(f"vla-jepa {name}: {exc}", file=sys.stderr)
         return 1
 

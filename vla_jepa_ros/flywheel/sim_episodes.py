@@ -82,6 +82,7 @@ class EpisodeResult:
     chunks: int
     strip: str = ""
     message: str = ""  # the task manager's reason for the outcome (e.g. "timed out after 30 s", "robot fault: ...")
+    arm_reset: bool = False  # the sim put the arm back at home after this episode (its homing failed)
 
     @property
     def success(self) -> bool:
@@ -102,7 +103,7 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
     from tqdm import tqdm
 
     from ..bringup import Bringup, ensure_no_running_graph
-    from ..sim.demo import GraphProbe, save_strip
+    from ..sim.demo import GraphProbe, homing_failed, save_strip
 
     nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params or {"policy": "expert"}}
@@ -135,7 +136,9 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
                 strip = save_strip(frames, Path(out_dir) / f"episode_{k:03d}_seed_{seed + k}.png") if out_dir else None
                 results.append(EpisodeResult(k, seed + k, instruction, reply.task_id,
                                              OUTCOMES.get(final.state, str(final.state)), float(final.elapsed_s),
-                                             time.monotonic() - wall0, chunks, str(strip or ""), final.message))
+                                             time.monotonic() - wall0, chunks, str(strip or ""), final.message,
+                                             probe.arm_reset_after(reply.task_id,
+                                                                   2.0 if homing_failed(final.message) else 0.0)))
                 bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
         finally:
             probe.close()
@@ -163,6 +166,7 @@ def episode_table(results: list[EpisodeResult]) -> str:
     lines = [f"{'ep':>3} {'seed':>5}  {'outcome':10} {'sim s':>6} {'wall s':>6} {'chunks':>6}  instruction"]
     lines += [f"{r.episode:3d} {r.seed:5d}  {r.outcome:10} {r.elapsed_s:6.1f} {r.wall_s:6.1f} {r.chunks:6d}  "
               f"{r.instruction}" + (f"  ({r.message})" if r.outcome in ("ABORTED", "CANCELED") else "")
+              + ("  [the sim put the arm back at home]" if r.arm_reset else "")
               for r in results]
     return "\n".join(lines)
 
