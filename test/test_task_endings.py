@@ -218,8 +218,13 @@ def test_kill_9_of_a_node_ends_the_task_aborted_naming_it_before_bringup_stops(t
     client = RosClient(f"node_loss_{node}")
     try:
         client.subscribe("/franka/state", RobotState, RELIABLE_QOS)
+        beats = client.subscribe("/vla/heartbeat", String, RELIABLE_QOS)
         client.wait_for(lambda: _connected(client) or proc.poll() is not None, 90, "the graph up")
         assert proc.poll() is None, proc.stderr.read()
+        # past the task manager's startup allowance (a node warming up may be silent a moment): 5 s of beats
+        t_beat = time.monotonic()
+        client.wait_for(lambda: any(m.data == node for m in beats), 10, f"a heartbeat of {node}")
+        time.sleep(max(0.0, 5.5 - (time.monotonic() - t_beat)))
         action = client.action_client(RunTask, "/vla/run_task")
         assert action.wait_for_server(timeout_sec=10)
         goal = action.send_goal_async(RunTask.Goal(instruction="wave", timeout_s=300.0))

@@ -47,8 +47,9 @@ class StatusParams:
     heartbeat_timeout_s: float = dataclasses.field(
         default=1.0, metadata={"help": "a watched node silent this long is lost (wall seconds, whatever the clock)"})
     peer_check_s: float = dataclasses.field(
-        default=1.5, metadata={"help": "at startup, look this long (wall s) for another task manager in the domain; "
-                                       "one found: refuse to start (0: do not look)"})
+        default=5.0, metadata={"help": "at startup, look up to this long (wall s) for another task manager in the "
+                                       "domain (less once other nodes are found); one found: refuse to start "
+                                       "(0: do not look)"})
 
     def __post_init__(self) -> None:
         if not 0 < self.status_rate_hz <= 100:
@@ -104,19 +105,25 @@ class TaskManagerNode(Node):
 
     def _refuse_if_another_task_manager(self, wait_s: float) -> None:
         """Raise ValueError (run_node: one line, exit 2) when another task manager publishes /vla/task_status here.
-        Only a live one counts: its transient-local status must arrive (a killed one lingers in discovery)."""
+        Looks until discovery has had a second to settle after finding the first other node (or wait_s). Only a
+        live one counts: its transient-local status must arrive (a killed one lingers in discovery a while)."""
         from rclpy.wait_for_message import wait_for_message
 
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        nodes_seen_s = None
+        while time.monotonic() - t0 < wait_s:
             others = self.get_publishers_info_by_topic("/vla/task_status")
             if others:
                 alive, _ = wait_for_message(TaskStatus, self, "/vla/task_status", qos_profile=STATUS_QOS,
-                                            time_to_wait=max(0.5, deadline - time.monotonic()))
+                                            time_to_wait=max(1.0, wait_s - (time.monotonic() - t0)))
                 if alive:
                     names = ", ".join(sorted({f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in others}))
                     raise ValueError(f"another task manager ({names}) publishes /vla/task_status in this ROS domain; "
                                      "two would end each other's tasks. Stop it, or use another ROS_DOMAIN_ID")
+                return
+            if nodes_seen_s is None and len(self.get_node_names()) > 1:
+                nodes_seen_s = time.monotonic()
+            if nodes_seen_s is not None and time.monotonic() - nodes_seen_s > 1.0:
                 return
             time.sleep(0.1)
 

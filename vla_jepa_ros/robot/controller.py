@@ -273,8 +273,9 @@ class ArmController:
         return StepDecision(Mode.HOLDING, reason=error or "homed")
 
     def _fault(self, message: str) -> None:
+        if not self.report.fault:  # the first reason stays until the fault clears (e.g. a homing timeout's stop
+            self.report.error = message  # preempts the motion, and that error would hide which joints were off)
         self.report.fault = True
-        self.report.error = message
         self._target_p = self._target_r = None
         try:
             if self.arm.recover():
