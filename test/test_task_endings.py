@@ -131,14 +131,19 @@ class TestOneGraph:
         res = _execute(client, "wave once more")
         assert res.accepted, res.message
         client.wait_status(res.task_id, TaskStatus.RUNNING)
-        with Bringup("task_manager_only", log_dir=tmp_path) as second:  # the same node name, started by mistake
-            code = second.procs["task_manager"].wait(timeout=30)
-            log = (tmp_path / "task_manager.log").read_text()
-        assert code == 2 and "another task manager" in log, log
-        time.sleep(0.5)
-        s = client.latest_status()
-        assert s.task_id == res.task_id and s.state == TaskStatus.RUNNING, s
-        _stop(client)
+        try:
+            with Bringup("task_manager_only", log_dir=tmp_path) as second:  # the same node name, by mistake
+                try:
+                    code = second.procs["task_manager"].wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    code = None  # it runs beside the first one
+                log = (tmp_path / "task_manager.log").read_text()
+            assert code == 2 and "another task manager" in log, log
+            time.sleep(0.5)
+            s = client.latest_status()
+            assert s.task_id == res.task_id and s.state == TaskStatus.RUNNING, s
+        finally:
+            _stop(client)
         b.check()
 
     def test_failed_homing_names_the_joints_and_the_sim_puts_the_arm_back(self, graph):
@@ -218,13 +223,9 @@ def test_kill_9_of_a_node_ends_the_task_aborted_naming_it_before_bringup_stops(t
     client = RosClient(f"node_loss_{node}")
     try:
         client.subscribe("/franka/state", RobotState, RELIABLE_QOS)
-        beats = client.subscribe("/vla/heartbeat", String, RELIABLE_QOS)
         client.wait_for(lambda: _connected(client) or proc.poll() is not None, 90, "the graph up")
         assert proc.poll() is None, proc.stderr.read()
-        # past the task manager's startup allowance (a node warming up may be silent a moment): 5 s of beats
-        t_beat = time.monotonic()
-        client.wait_for(lambda: any(m.data == node for m in beats), 10, f"a heartbeat of {node}")
-        time.sleep(max(0.0, 5.5 - (time.monotonic() - t_beat)))
+        time.sleep(5.5)  # past the task manager's startup allowance (a node warming up may be silent a moment)
         action = client.action_client(RunTask, "/vla/run_task")
         assert action.wait_for_server(timeout_sec=10)
         goal = action.send_goal_async(RunTask.Goal(instruction="wave", timeout_s=300.0))
