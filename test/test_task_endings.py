@@ -198,7 +198,8 @@ class TestOneGraph:
                                         for s in states[n:]), 10, "the controller's clock fault")
         finally:
             os.kill(sim.pid, signal.SIGCONT)
-        assert ended_s < LOST_WITHIN_S, f"the task ended {ended_s:.2f} s after the sim stopped: {status.message}"
+        print(f"SIGSTOP sim: task ABORTED {ended_s:.2f} s (wall) later: {status.message}")
+    assert ended_s < LOST_WITHIN_S, f"the task ended {ended_s:.2f} s after the sim stopped: {status.message}"
         assert "'sim'" in status.message or "sim clock stalled" in status.message, status.message
         b.check()
 
@@ -240,6 +241,7 @@ def test_kill_9_of_a_node_ends_the_task_aborted_naming_it_before_bringup_stops(t
         t0 = time.monotonic()
         status = client.wait_status(task_id, TaskStatus.ABORTED, timeout_s=10)
         ended_s = time.monotonic() - t0
+        print(f"kill -9 {node}: task ABORTED {ended_s:.2f} s (wall) later: {status.message}")
         assert f"node {node!r} lost" in status.message, status.message
         assert ended_s < LOST_WITHIN_S, f"ABORTED {ended_s:.2f} s after kill -9 of {node}"
         client.wait_for(result.done, 5, "the RunTask result")
