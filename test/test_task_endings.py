@@ -264,3 +264,17 @@ def test_demo_exits_non_zero_when_its_task_fails(tmp_path):
     done = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=240)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED (timed out after 1 s)" in done.stdout, done.stdout
+
+
+def test_eval_exits_non_zero_below_its_success_threshold(tmp_path):
+    # the shipped bundle gets 1 s of sim time for one pick-up: FAILED, success rate 0 < 0.5
+    cmd = [sys.executable, "-m", "vla_jepa_ros.cli", "eval", "models/tiny_sim", "--episodes", "1", "--families",
+           "pick_up", "--task-timeout-s", "1", "--min-success-rate", "0.5", "--robot-host", loopback(125),
+           "--out-dir", str(tmp_path)]
+    done = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=240,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "success rate 0.000 (0/1) is below --min-success-rate 0.5" in done.stderr, done.stderr
+    bad = subprocess.run([sys.executable, "-m", "vla_jepa_ros.cli", "eval", "models/tiny_sim", "--min-success-rate",
+                          "1.5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--min-success-rate 1.5 must be in [0, 1]" in bad.stderr, bad.stderr

@@ -5,7 +5,7 @@ homing that did not reach home) ends the task ABORTED with the controller's erro
 learns why at once instead of after the timeout.
 
 No task is left without an ending: a watched node (sim, policy, franka_controller) that goes silent on
-/vla/heartbeat for heartbeat_timeout_s of wall time (killed, stopped, stuck) ends the running task ABORTED naming
+/vla/heartbeat for heartbeat_timeout_s of wall time (killed, stopped, exited) ends the running task ABORTED naming
 it, and no task starts while one is lost. The watch runs on the steady clock, so a stopped /clock cannot freeze it.
 A second task manager in the same ROS domain refuses to start (it would publish its own status over this one's)."""
 from __future__ import annotations
