@@ -199,7 +199,7 @@ class TestOneGraph:
         finally:
             os.kill(sim.pid, signal.SIGCONT)
         print(f"SIGSTOP sim: task ABORTED {ended_s:.2f} s (wall) later: {status.message}")
-    assert ended_s < LOST_WITHIN_S, f"the task ended {ended_s:.2f} s after the sim stopped: {status.message}"
+        assert ended_s < LOST_WITHIN_S, f"the task ended {ended_s:.2f} s after the sim stopped: {status.message}"
         assert "'sim'" in status.message or "sim clock stalled" in status.message, status.message
         b.check()
 
