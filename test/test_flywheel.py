@@ -86,3 +86,19 @@ def test_paired_table_compares_families_layout_by_layout():
     assert table[1].split() == ["10", "red", "S", "S"] and table[2].split() == ["11", "green", "S", "F"]
     assert table[4].split() == ["13", "red", "S", "F"] and not any(line.startswith("    14") for line in table)
     assert table[-1] == "4 layouts: both 1, only pick_up 2, only put_in_bowl 0, neither 1"
+
+
+def test_eval_exit_code_follows_the_success_rate_threshold(capsys):
+    from vla_jepa_ros.flywheel.commands import success_exit_code
+
+    rows = [EpisodeResult(i, i, "pick up the red cube", f"t{i}", outcome, 10.0, 12.0, 40)
+            for i, outcome in enumerate(["SUCCEEDED", "FAILED", "SUCCEEDED", "ABORTED"])]
+    assert success_exit_code(rows, 0.5) == 0 and success_exit_code(rows, 0.0) == 0
+    assert success_exit_code(rows, 0.51) == 1
+    assert "success rate 0.500 (2/4) is below --min-success-rate 0.51" in capsys.readouterr().err
+
+
+def test_episode_table_says_when_the_sim_put_the_arm_back():
+    row = EpisodeResult(0, 7, "pick up the red cube", "t0", "ABORTED", 1.0, 2.0, 0,
+                        message="robot fault: homing did not reach home_q_rad", arm_reset=True)
+    assert episode_table([row]).splitlines()[1].endswith("[the sim put the arm back at home]")

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from vla_jepa_ros.core.task import TaskConfig, TaskMachine, validate_instruction
+from vla_jepa_ros.core.task import Liveness, TaskConfig, TaskMachine, lost_message, validate_instruction
 from vla_jepa_ros.core.types import TaskState
 
 
@@ -95,3 +95,27 @@ def test_config_validation_names_values():
         TaskConfig(default_timeout_s=0)
     with pytest.raises(ValueError, match="max_instruction_chars=0"):
         TaskConfig(max_instruction_chars=0)
+
+
+def test_liveness_loses_a_silent_node_and_only_watched_heard_ones():
+    live = Liveness(("sim", "policy", "franka_controller"), timeout_s=1.0, startup_s=3.0)
+    for t in range(0, 41):  # 4 s of beats at 10 Hz from sim and policy; the controller never beats
+        live.beat("sim", t / 10)
+        live.beat("policy", t / 10)
+        live.beat("recorder", t / 10)  # not watched
+    assert live.lost(4.9) == {}  # 0.9 s silent
+    lost = live.lost(5.25)
+    assert list(lost) == ["sim", "policy"] and lost["sim"] == pytest.approx(1.25)
+    assert lost_message(lost) == "nodes 'sim', 'policy' lost: no heartbeat for 1.2 s (wall clock)"
+    live.beat("sim", 5.3)  # back
+    assert list(live.lost(5.3)) == ["policy"]
+    assert lost_message({"policy": 1.04}) == "node 'policy' lost: no heartbeat for 1.0 s (wall clock)"
+
+
+def test_liveness_allows_a_starting_node_a_longer_silence():
+    live = Liveness(("sim",), timeout_s=1.0, startup_s=3.0)
+    live.beat("sim", 10.0)  # heard once, then busy warming up
+    assert live.lost(12.5) == {}
+    assert live.lost(13.1) == {"sim": pytest.approx(3.1)}
+    with pytest.raises(ValueError, match="timeout_s=0"):
+        Liveness(("sim",), timeout_s=0)

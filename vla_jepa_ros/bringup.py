@@ -10,6 +10,12 @@ SIGINT/SIGTERM are forwarded to every node; if one node dies, the others are sto
 Control messages are signed with the key in auth_key_file (docs/security.md). The sim graph gets a fresh key
 per run in a private temp folder when none is configured; the franka graph refuses to start without one
 (vla-jepa keygen PATH, then -p '*.auth_key_file=PATH' or the parameter file).
+
+No task is left without an ending: when a node dies while the task manager lives, the rest is stopped only
+once the task manager has ended the running task (it notices the lost node by its heartbeat and ends the task
+ABORTED naming it), so the terminal status and the RunTask result reach their callers first. The graph is
+stopped, not patched up by restarting the dead node: the task has already ended with its reason, and an operator
+(or the caller: demo, eval) decides what runs next. Stopping the controller stops the arm.
 """
 from __future__ import annotations
 
@@ -179,6 +185,7 @@ class Bringup:
             self.extra_params = {**self.extra_params,
                                  "*": {**self.extra_params.get("*", {}), "auth_key_file": str(self.auth_key_file)}}
         self.procs: dict[str, subprocess.Popen] = {}
+        self.last_task_status: Any = None  # the task manager's last status, when a dead node ended the graph
         self._logs: dict[str, Any] = {}
         self._stopping = False
 
@@ -223,8 +230,54 @@ class Bringup:
         text = path.read_text(errors="replace").splitlines()
         return "\n".join("    " + line for line in text[-lines:])
 
+    def wait_task_ended(self, timeout_s: float = 5.0, result_grace_s: float = 0.5) -> Any:
+        """After a node died: wait (up to timeout_s) until the live task manager reports no running task, then
+        result_grace_s more for the RunTask result to reach its caller. Returns the last TaskStatus seen (None when
+        the task manager is gone or nothing was heard)."""
+        tm = self.procs.get("task_manager")
+        if tm is None or tm.poll() is not None:
+            return None
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from vla_jepa_interfaces.msg import TaskStatus
+
+        from .ros.qos import STATUS_QOS
+
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        latest: list[Any] = []
+        try:
+            node = rclpy.create_node("bringup_task_watch", context=context)
+            node.create_subscription(TaskStatus, "/vla/task_status", latest.append, STATUS_QOS)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and tm.poll() is None:
+                executor.spin_once(timeout_sec=0.05)
+                if latest and latest[-1].state != TaskStatus.RUNNING:
+                    end = time.monotonic() + result_grace_s
+                    while time.monotonic() < end:
+                        executor.spin_once(timeout_sec=0.05)
+                    break
+            executor.shutdown()
+            node.destroy_node()
+        finally:
+            context.try_shutdown()
+        return latest[-1] if latest else None
+
     def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
-        """SIGINT every node, wait up to timeout_s, SIGKILL what is left. Returns exit codes by node."""
+        """SIGINT every node, wait up to timeout_s, SIGKILL what is left. Returns exit codes by node.
+
+        When a node has died on its own, the running task is ended first (wait_task_ended)."""
+        if not self._stopping and any(p.poll() is not None for p in self.procs.values()):
+            self._stopping = True
+            status = self.wait_task_ended()
+            if status is not None and status.task_id:
+                self.last_task_status = status
+                state = {1: "RUNNING", 2: "SUCCEEDED", 3: "FAILED", 4: "CANCELED", 5: "ABORTED"}.get(
+                    status.state, str(status.state))
+                print(f"[bringup] task {status.task_id} {state}: {status.message}", file=sys.stderr)
         self._stopping = True
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -86,6 +86,11 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--noise-scale", type=FRACTION, default=0.0,
                    help="flow start noise of a learned policy: 0 gives deterministic chunks (the demo repeats "
                         "itself up to timing), 1 samples them as trained (as `vla-jepa eval` does by default)")
+    p.add_argument("--task-timeout-s", type=_number(float, above=0.0, high=3600.0), default=60.0,
+                   help="sim-time limit of each task")
+    p.add_argument("--robot-host", default=None,
+                   help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside "
+                        "another sim graph)")
     args = p.parse_args(argv)
     from .graph import share_file
     from .sim.demo import run_demo
@@ -93,9 +98,10 @@ def _demo(argv: list[str]) -> int:
     if args.policy == "bundle" and not args.bundle:
         p.error("--policy bundle needs --bundle DIR")
     bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
-    run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
-             policy="expert" if args.policy == "expert" else "bundle", bundle=bundle, noise_scale=args.noise_scale)
-    return 0
+    summary = run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
+                       policy="expert" if args.policy == "expert" else "bundle", bundle=bundle,
+                       noise_scale=args.noise_scale, task_timeout_s=args.task_timeout_s, robot_host=args.robot_host)
+    return 0 if summary["successes"] == summary["episodes"] else 1  # any failed episode is a failed demo
 
 
 @command("export", "checkpoint -> model bundle (ONNX opset 23 with Attention ops, parity-checked, hashed manifest)")
@@ -438,6 +444,8 @@ def _eval(argv: list[str]) -> int:
     _backend_args(p)
     p.add_argument("--out-dir", default="eval_out", help="image strips and eval_results.json")
     p.add_argument("--record", default=None, metavar="DIR", help="also record every episode as a bag in DIR")
+    p.add_argument("--min-success-rate", type=FRACTION, default=0.0,
+                   help="exit with code 1 when the overall success rate is below this (0..1; 0: never)")
     p.add_argument("--same-layouts", action="store_true",
                    help="every family on the same layouts and cube (episode k: layout seed + k; one graph per "
                         "family, strips in OUT_DIR/FAMILY) and a table comparing families layout by layout; "
@@ -445,8 +453,9 @@ def _eval(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .flywheel.commands import evaluate
 
-    return evaluate(a.bundle, a.episodes_per_family, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
-                    a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target)
+    return evaluate(a.bundle, a.episodes_per_family, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir,
+                    a.record, a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts,
+                    target=a.target, min_success_rate=a.min_success_rate)
 
 
 @command("offline-eval", "how closely a bundle reproduces the recorded chunks of a dataset (seconds, no simulator)")
@@ -534,11 +543,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM (timeout, systemd, a CI runner) unwinds like Ctrl-C, so running graphs are stopped cleanly
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    from .bringup import NodeDied
+
     try:
         return COMMANDS[name][1](rest)
     except _user_errors() as exc:  # a missing or wrong input: the one thing to tell, not a traceback
         print(f"vla-jepa {name}: {exc}", file=sys.stderr)
         return 2
+    except NodeDied as exc:  # the run failed: which node and why, not a traceback
+        print(f"vla-jepa {name}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -142,3 +142,44 @@ class TaskMachine:
             self.finish(TaskState.FAILED, f"timed out after {self._status.timeout_s:g} s", now_s)
             return True
         return False
+
+
+class Liveness:
+    """Which nodes of the graph are alive, judged by their heartbeats on a clock that never stops (wall time:
+    a stopped /clock must not freeze the judgement).
+
+    A node is watched once it has been heard; it is lost while it has been silent for longer than `timeout_s`,
+    or, in its first `startup_s` of beating (a node warming up may hold its process for a moment), `startup_s`.
+    Nodes never heard are not reported (a graph without a recorder, say, or a robot graph without a sim).
+    """
+
+    def __init__(self, watched: tuple[str, ...], timeout_s: float, startup_s: float = 5.0) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"heartbeat timeout_s={timeout_s} must be > 0")
+        self.watched = tuple(watched)
+        self.timeout_s = float(timeout_s)
+        self.startup_s = max(float(startup_s), self.timeout_s)
+        self._first_s: dict[str, float] = {}
+        self._last_s: dict[str, float] = {}
+
+    def beat(self, name: str, now_s: float) -> None:
+        if name in self.watched:
+            self._first_s.setdefault(name, now_s)
+            self._last_s[name] = now_s
+
+    def lost(self, now_s: float) -> dict[str, float]:
+        """{node: seconds silent} for every heard node silent too long, in `watched` order."""
+        lost = {}
+        for n in self.watched:
+            if n in self._last_s:
+                settled = self._last_s[n] - self._first_s[n] >= self.startup_s
+                if now_s - self._last_s[n] > (self.timeout_s if settled else self.startup_s):
+                    lost[n] = now_s - self._last_s[n]
+        return lost
+
+
+def lost_message(lost: dict[str, float]) -> str:
+    """'node 'sim' lost: no heartbeat for 1.3 s' (one or more nodes)."""
+    what = ", ".join(f"{n!r}" for n in lost)
+    silent = max(lost.values())
+    return f"node{'s' if len(lost) > 1 else ''} {what} lost: no heartbeat for {silent:.1f} s (wall clock)"

@@ -39,10 +39,11 @@ def collect(out_dir: str, episodes_per_family: int, seed: int, families: tuple[s
 def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[str, ...], backend: str,
              threads: int, out_dir: str, record_dir: str | None, task_timeout_s: float,
              robot_host: str | None = None, noise_scale: float = 1.0, same_layouts: bool = False,
-             target: str = "random") -> int:
+             target: str = "random", min_success_rate: float = 0.0) -> int:
     """A model bundle in the full sim graph (policy node on `backend`): success table with 95 % intervals.
     same_layouts: every family runs on layouts seed..seed+N-1 with the same cube (one graph per family), and a
-    paired table compares the families layout by layout. target: which cube the tasks name (episode_instructions)."""
+    paired table compares the families layout by layout. target: which cube the tasks name (episode_instructions).
+    Returns 1 when the overall success rate is below min_success_rate, else 0."""
     from ..runtime.bundle import load_bundle
 
     bundle_dir = Path(bundle).resolve()
@@ -69,7 +70,19 @@ def evaluate(bundle: str, episodes_per_family: int, seed: int, families: tuple[s
     if same_layouts:
         print("\n" + paired_table(results))
     _save(results, Path(out_dir) / "eval_results.json",
-          {"model_id": manifest.model_id, "bundle": str(bundle_dir), "backend": backend, "seed": seed,
+          {"min_success_rate": min_success_rate, "model_id": manifest.model_id, "bundle": str(bundle_dir), "backend": backend, "seed": seed,
            "noise_scale": noise_scale, "same_layouts": same_layouts, "target": target, "wall_s": time.monotonic() - t0})
     print(f"\nimage strips and eval_results.json in {out_dir}")
+    return success_exit_code(results, min_success_rate)
+
+
+def success_exit_code(results, min_success_rate: float) -> int:
+    """0 when the share of successful episodes reaches min_success_rate, else 1 (saying so on stderr)."""
+    import sys
+
+    rate = sum(r.success for r in results) / max(len(results), 1)
+    if rate < min_success_rate:
+        print(f"success rate {rate:.3f} ({sum(r.success for r in results)}/{len(results)}) is below "
+              f"--min-success-rate {min_success_rate:g}", file=sys.stderr)
+        return 1
     return 0

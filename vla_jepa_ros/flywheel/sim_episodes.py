@@ -83,6 +83,7 @@ class EpisodeResult:
     strip: str = ""
     video: str = ""
     message: str = ""  # the task manager's reason for the outcome (e.g. "timed out after 30 s", "robot fault: ...")
+    arm_reset: bool = False  # the sim put the arm back at home after this episode (its homing failed)
 
     @property
     def success(self) -> bool:
@@ -103,7 +104,7 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
     from tqdm import tqdm
 
     from ..bringup import Bringup, ensure_no_running_graph
-    from ..sim.demo import GraphProbe
+    from ..sim.demo import GraphProbe, homing_failed
     from .media import save_strip, write_video
 
     nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
@@ -145,8 +146,10 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
                     strip = str(save_strip(frames, times, name.with_suffix(".png"), title=f"{instruction!r}: "
                                            f"{outcome} in {final.elapsed_s:.1f} s (layout {seed + k})"))
                     video = write_video(name.with_suffix(".mp4"), frames, fps=round(1 / probe.frame_period_s))
+                arm_reset = probe.arm_reset_after(reply.task_id, 2.0 if homing_failed(final.message) else 0.0)
                 results.append(EpisodeResult(k, seed + k, instruction, reply.task_id, outcome, float(final.elapsed_s),
-                                             time.monotonic() - wall0, chunks, strip, video, final.message))
+                                             time.monotonic() - wall0, chunks, strip, video, final.message,
+                                             arm_reset))
                 bar.set_postfix_str(done(results))
         finally:
             probe.close()
@@ -178,6 +181,7 @@ def episode_table(results: list[EpisodeResult]) -> str:
     lines = [f"{'ep':>3} {'seed':>5}  {'outcome':10} {'sim s':>6} {'wall s':>6} {'chunks':>6}  instruction"]
     lines += [f"{r.episode:3d} {r.seed:5d}  {r.outcome:10} {r.elapsed_s:6.1f} {r.wall_s:6.1f} {r.chunks:6d}  "
               f"{r.instruction}" + (f"  ({r.message})" if r.outcome in ("ABORTED", "CANCELED") else "")
+              + ("  [the sim put the arm back at home]" if r.arm_reset else "")
               for r in results]
     return "\n".join(lines)
 

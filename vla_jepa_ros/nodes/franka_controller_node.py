@@ -8,12 +8,16 @@ Chunks, task status and e-stop releases must be signed with the deployment's key
 are dropped here, before anything reaches the executor, and counted per reason on /diagnostics. Releasing the
 e-stop (a signed EStopRelease on /franka/estop_release; Bool false is refused) never resumes the task that was
 running: the controller refuses that task's chunks and reports it as a fault, so the task manager ends it.
+A watchdog thread on the wall clock faults the controller (and so ends the running task) when sim time stops
+advancing (/clock stalled: the sim is stopped or dead) or no robot state has been read for a while (a silent arm);
+it runs outside the executor, so a franky call that blocks on a silent robot cannot silence it too.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import sys
+import threading
 import time
 
 from geometry_msgs.msg import PoseStamped
@@ -48,8 +52,16 @@ class ControllerNodeConfig:
     control_rate_hz: float = dataclasses.field(default=100.0, metadata={"help": "executor ticks per second"})
     state_rate_hz: float = dataclasses.field(default=30.0, metadata={"help": "state topics per second"})
     connect_retry_s: float = dataclasses.field(default=1.0, metadata={"help": "wait between connection attempts (s)"})
+    clock_stall_timeout_s: float = dataclasses.field(
+        default=1.5, metadata={"help": "with use_sim_time: fault when sim time has not advanced for this long (wall s)"})
+    arm_silence_timeout_s: float = dataclasses.field(
+        default=1.5, metadata={"help": "fault when robot state reads have failed, or one has not returned, for this "
+                                       "long (wall s)"})
 
     def __post_init__(self) -> None:
+        for name in ("clock_stall_timeout_s", "arm_silence_timeout_s"):
+            if not 0.1 <= getattr(self, name) <= 60:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0.1, 60] s")
         for name in ("control_rate_hz", "state_rate_hz"):
             if not 0 < getattr(self, name) <= 1000:
                 raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1000]")
@@ -93,6 +105,12 @@ class FrankaControllerNode(Node):
         self.create_timer(1.0 / self.config.control_rate_hz, self._control)
         self.create_timer(1.0 / self.config.state_rate_hz, self._publish_state)
         self.create_timer(1.0, self._publish_diagnostics)
+        self._read_started_s: float | None = None  # time.monotonic() when a robot state read now running began
+        self._reads_failing_since_s: float | None = None  # ... when reads began to fail (None: the last one worked)
+        self._clock_seen = (-1.0, time.monotonic())  # (sim time, wall time when it last changed)
+        self._watchdog_stop = threading.Event()
+        self._watchdog_thread = threading.Thread(target=self._watchdog_loop, name="clock-arm-watchdog", daemon=True)
+        self._watchdog_thread.start()
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -179,11 +197,15 @@ class FrankaControllerNode(Node):
             self._state_pub.publish(RobotState(mode=RobotState.MODE_DISCONNECTED, dry_run=self.controller.config.dry_run,
                                                error="not connected"))
             return
+        self._read_started_s = time.monotonic()
         try:
             st = self.arm.state()
         except ArmError as exc:
+            self._read_started_s = None
+            self._reads_failing_since_s = self._reads_failing_since_s or time.monotonic()
             self.controller.report.error = str(exc)
             return
+        self._read_started_s = self._reads_failing_since_s = None
         stamp = self.get_clock().now().to_msg()
         r, ex = self.controller.report, self.controller.executor
         quat = matrix_to_quat(st.rotation)
@@ -207,6 +229,48 @@ class FrankaControllerNode(Node):
         msg.header.stamp = stamp
         self._state_pub.publish(msg)
 
+    def _watchdog_loop(self, period_s: float = 0.1) -> None:
+        while not self._watchdog_stop.wait(period_s):
+            try:
+                self._watchdog()
+            except Exception as exc:  # noqa: BLE001  (shutting down: the context is gone)
+                if self.context.ok():
+                    self.get_logger().error(f"watchdog: {exc}")
+
+    def _watchdog(self) -> None:
+        """Fault when /clock has stalled or the arm has gone silent (wall time); publish the fault itself, since
+        the state timer runs on the stalled clock. Touches no franky call (one could block)."""
+        if not self.arm.connected:
+            return
+        wall = time.monotonic()
+        reasons = []
+        if self.get_parameter("use_sim_time").value:
+            sim = self._now_s()
+            if sim != self._clock_seen[0]:
+                self._clock_seen = (sim, wall)
+            elif sim > 0 and wall - self._clock_seen[1] > self.config.clock_stall_timeout_s:
+                reasons.append(f"sim clock stalled: /clock has not advanced for {wall - self._clock_seen[1]:.1f} s "
+                               f"(clock_stall_timeout_s={self.config.clock_stall_timeout_s:g}, wall)")
+        started, failing = self._read_started_s, self._reads_failing_since_s
+        limit = self.config.arm_silence_timeout_s
+        if started is not None and wall - started > limit:
+            reasons.append(f"arm silent: a robot state read has not returned for {wall - started:.1f} s "
+                           f"(arm_silence_timeout_s={limit:g}, wall)")
+        elif failing is not None and wall - failing > limit:
+            reasons.append(f"arm silent: no robot state for {wall - failing:.1f} s ({self.controller.report.error}; "
+                           f"arm_silence_timeout_s={limit:g}, wall)")
+        if not reasons:
+            return
+        r, ex = self.controller.report, self.controller.executor
+        if not r.fault:
+            self.get_logger().error(f"task {ex.task_id or '-'}: {'; '.join(reasons)}; holding")
+            ex.clear(self._now_s())  # nothing of the current chunk runs when the clock comes back
+        r.fault, r.error = True, "; ".join(reasons)
+        msg = RobotState(mode=RobotState.MODE_FAULT, dry_run=self.controller.config.dry_run, task_id=ex.task_id,
+                         steps_executed=ex.steps_executed, error=r.error)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._state_pub.publish(msg)
+
     def _publish_diagnostics(self) -> None:
         r, ex = self.controller.report, self.controller.executor
         level = "error" if r.fault or not self.arm.connected else ("warn" if ex.estop else "ok")
@@ -221,6 +285,8 @@ class FrankaControllerNode(Node):
             "estop_release_refused.bool_false": self._bool_releases_refused, "estop_task": self._estop_task})
 
     def close(self) -> None:
+        self._watchdog_stop.set()
+        self._watchdog_thread.join(timeout=1.0)
         self.arm.close(release=False)  # main() exits without running franky's destructors
 
 

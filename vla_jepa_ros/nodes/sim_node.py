@@ -1,6 +1,10 @@
 """sim: runs franky-sim's FR3 in the MuJoCo tabletop (robot + gripper servers on localhost), publishes /clock,
 the cameras and ground-truth object poses, and ends a running task through /vla/finish_task when its
-ground-truth success check holds."""
+ground-truth success check holds.
+
+A task that ends because the controller's homing failed leaves the arm wherever it got stuck, and every next
+homing would fail from there: the sim puts the arm back at home (reset_arm_on_failed_homing) and says so on
+/sim/events, so one episode's wreck does not carry into the next."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +13,13 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from geometry_msgs.msg import Pose
+from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from vla_jepa_interfaces.msg import ObjectPoses, TaskStatus
 
 from ..core.types import TaskState
+from ..robot.controller import FR3_HOME_Q_RAD
 from ..ros.auth import declare_auth, verify_message
 from ..ros.conversions import rgb_to_image, s_to_stamp
 from ..ros.diagnostics import DiagnosticsPublisher
@@ -36,7 +42,15 @@ class SimNodeConfig:
         default=True, metadata={"help": "a new layout for every task: the first at startup, the next one as soon as "
                                         "a task ends (never at a task's start: no frame of a task shows the last one)"})
 
+    reset_arm_on_failed_homing: bool = dataclasses.field(
+        default=True, metadata={"help": "when a task ends ABORTED by a failed homing, put the arm at home_q_rad "
+                                        "(simulator state, no motion) so the next task starts clean"})
+    home_q_rad: tuple[float, ...] = dataclasses.field(
+        default=FR3_HOME_Q_RAD, metadata={"help": "where reset_arm_on_failed_homing puts the arm (rad)"})
+
     def __post_init__(self) -> None:
+        if len(self.home_q_rad) != 7:
+            raise ValueError(f"home_q_rad={self.home_q_rad} needs 7 joint positions")
         for name in ("camera_rate_hz", "object_pose_rate_hz"):
             if not 0 < getattr(self, name) <= 200:
                 raise ValueError(f"{name}={getattr(self, name)} must be in (0, 200]")
@@ -58,6 +72,9 @@ class SimNode(Node):
         self._image_pubs = {c: self.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR_QOS)
                             for c in self.world.config.cameras}
         self._poses_pub = self.create_publisher(ObjectPoses, "/sim/object_poses", RELIABLE_QOS)
+        self._events_pub = self.create_publisher(String, "/sim/events", RELIABLE_QOS)
+        self._arm_reset_for = ""  # task whose failed homing asked for an arm reset
+        self._arm_reset_reported = True
         self._finish = self.create_client(SetBool, "/vla/finish_task")
         self._status: TaskStatus | None = None
         self._diagnostics = DiagnosticsPublisher(self, "sim")
@@ -98,6 +115,11 @@ class SimNode(Node):
 
     def _publish_poses(self) -> None:
         self._update_task()
+        if not self._arm_reset_reported and self.world.arm_reset_done:
+            self._arm_reset_reported = True
+            event = f"arm reset to home_q_rad after the failed homing of task {self._arm_reset_for}"
+            self.get_logger().warning(event)
+            self._events_pub.publish(String(data=event))
         snapshot = self.world.snapshot()
         poses = self.world.object_poses(snapshot)
         msg = ObjectPoses(names=list(poses))
@@ -130,6 +152,10 @@ class SimNode(Node):
                                           "it can only end by timeout or stop")
         elif not running:
             self._check = None
+            if (self.config.reset_arm_on_failed_homing and s is not None and s.state == TaskState.ABORTED
+                    and s.message.startswith("robot fault: homing") and s.task_id != self._arm_reset_for):
+                self._arm_reset_for, self._arm_reset_reported = s.task_id, False
+                self.world.reset_arm(self.config.home_q_rad, wait=False)  # applied once the stopped arm is idle
             if self.config.reset_on_task_start and self._task_id and self._layout_task == self._tasks_seen:
                 self._place_layout(self._tasks_seen + 1)  # the task ended: set the next one's table now
 

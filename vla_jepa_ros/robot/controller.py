@@ -248,11 +248,21 @@ class ArmController:
             except ArmError:
                 pass
             return self._end_homing(now_s, f"homing did not reach home_q_rad within home_tolerance_rad="
-                                           f"{self.config.home_tolerance_rad} in home_timeout_s={self.config.home_timeout_s} s")
+                                           f"{self.config.home_tolerance_rad} in home_timeout_s={self.config.home_timeout_s} s"
+                                           f"{self._joints_off_home()}")
         if running:
             self.report.mode = Mode.HOMING
             return StepDecision(Mode.HOMING, reason="moving to the home pose")
         return self._end_homing(now_s, "")
+
+    def _joints_off_home(self) -> str:
+        """'; joints off home: joint4 +0.052 rad, joint6 -0.013 rad' (measured - home, beyond home_tolerance_rad)."""
+        try:
+            q_err = self.arm.state().q_rad - self._home_q_rad  # (7,)
+        except ArmError as exc:
+            return f"; joint positions unknown ({exc})"
+        off = [f"joint{i + 1} {e:+.3f} rad" for i, e in enumerate(q_err) if abs(e) > self.config.home_tolerance_rad]
+        return f"; joints off home: {', '.join(off)}" if off else "; every joint within tolerance when stopped"
 
     def _end_homing(self, now_s: float, error: str) -> StepDecision:
         self._homing = None
@@ -263,8 +273,9 @@ class ArmController:
         return StepDecision(Mode.HOLDING, reason=error or "homed")
 
     def _fault(self, message: str) -> None:
+        if not self.report.fault:  # the first reason stays until the fault clears (e.g. a homing timeout's stop
+            self.report.error = message  # preempts the motion, and that error would hide which joints were off)
         self.report.fault = True
-        self.report.error = message
         self._target_p = self._target_r = None
         try:
             if self.arm.recover():

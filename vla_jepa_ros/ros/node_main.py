@@ -14,11 +14,14 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from .heartbeat import Heartbeat
 from .params import unknown_parameters
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
     """Create the node with `make_node()` and spin it until shutdown. Returns the process exit code.
+
+    Every node beats on /vla/heartbeat (ros/heartbeat.py).
 
     A ValueError while constructing the node (bad parameters, a bundle that disagrees with its parameters)
     is logged as one clear line and exits with code 2 instead of a traceback.
@@ -29,6 +32,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
+    heartbeat = None
     code = 0
     try:
         try:
@@ -40,12 +44,15 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         except ValueError as exc:
             rclpy.logging.get_logger("vla_jepa_ros").fatal(f"refusing to start: {exc}")
             return 2
+        heartbeat = Heartbeat(node)  # /vla/heartbeat on the wall clock: the task manager notices a lost node
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if node is not None:
             close = getattr(node, "close", None)
             if callable(close):

@@ -10,3 +10,8 @@ SENSOR_QOS = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=Re
 # Action chunks and robot state: small, each one matters.
 RELIABLE_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
+# Task services and the RunTask action, both sides: every request and every response kept until taken. (The
+# default service profile keeps the last 10: of 20 simultaneous requests the task manager dropped 10, and as the
+# DDS layer sends each response to every client of the service, a client keeping 10 lost its own among 20.)
+SERVICE_QOS = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)

@@ -31,6 +31,7 @@ class GraphProbe:
         from rclpy.executors import SingleThreadedExecutor
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image
+        from std_msgs.msg import String
 
         from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
         from vla_jepa_interfaces.srv import ExecuteTask
@@ -51,6 +52,7 @@ class GraphProbe:
         self.object_poses: dict = {}
         self.record = False
         self.counters: dict[str, int] = {}
+        self.sim_events: list[str] = []  # /sim/events, e.g. the arm put back at home after a failed homing
         n = self.node
         n.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         n.create_subscription(RobotState, "/franka/state", self._on_state, RELIABLE_QOS)
@@ -58,6 +60,7 @@ class GraphProbe:
         n.create_subscription(Image, "/cameras/front/image_raw", self._on_image, SENSOR_QOS)
         n.create_subscription(Clock, "/clock", self._on_clock, 10)
         n.create_subscription(ObjectPoses, "/sim/object_poses", self._on_poses, 10)
+        n.create_subscription(String, "/sim/events", lambda m: self.sim_events.append(m.data), RELIABLE_QOS)
         self.execute = n.create_client(ExecuteTask, "/vla/execute_task")
         self.ExecuteTask = ExecuteTask
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -157,6 +160,16 @@ class GraphProbe:
             time.sleep(0.05)
         raise TimeoutError(f"task {task_id} had no outcome after {wall_timeout_s} s wall time")
 
+    def arm_reset_after(self, task_id: str, wait_s: float = 0.0) -> bool:
+        """Whether the sim reported putting the arm back at home after `task_id` (waiting up to wait_s wall)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if any(e.endswith(f"task {task_id}") and e.startswith("arm reset") for e in list(self.sim_events)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def close(self) -> None:
         """Stop the spin thread first, then tear down. (executor.shutdown() with executor.spin() still running in
         the other thread once left that thread looping on the GIL, which starved Bringup.stop for minutes.)"""
@@ -167,11 +180,16 @@ class GraphProbe:
         self.context.try_shutdown()
 
 
+def homing_failed(message: str) -> bool:
+    return message.startswith("robot fault: homing")
+
+
 def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "demo_out", policy: str = "expert",
              bundle: str | None = None, instruction: str = INSTRUCTION, task_timeout_s: float = 60.0,
-             params_file: str | None = None, verbose: bool = True, noise_scale: float | None = None) -> dict:
+             params_file: str | None = None, verbose: bool = True, noise_scale: float | None = None,
+             robot_host: str | None = None) -> dict:
     """Run `episodes` episodes of `instruction` in the sim graph; returns the summary printed. noise_scale: the
-    learned policy's flow start noise (None: the params file's)."""
+    learned policy's flow start noise (None: the params file's). robot_host: loopback address for franky-sim."""
     from ..bringup import Bringup, ensure_no_running_graph
     from ..flywheel.media import save_strip, write_video
 
@@ -189,6 +207,9 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
         if noise_scale is not None:
             policy_params["noise_scale"] = float(noise_scale)
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params}
+    if robot_host:
+        extra["sim"]["world.robot_host"] = robot_host
+        extra["franka_controller"] = {"arm.robot_host": robot_host}
     results = []
     t_start = time.monotonic()
     ensure_no_running_graph()
@@ -238,9 +259,10 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
                      "inference_ms_p50": float(np.median(infer)),
                      "chunk_age_at_receipt_ms_p50": float(np.median(ages)),
                      "chunk_age_at_receipt_ms_p95": float(np.percentile(ages, 95)),
-                     "strip": str(strip) if strip else "", "video": video, "message": final.message}
+                     "strip": str(strip) if strip else "", "video": video, "message": final.message,
+                     "arm_reset": probe.arm_reset_after(reply.task_id, 2.0 if homing_failed(final.message) else 0.0)}
                 results.append(r)
-                why = "" if r["success"] else f" ({final.message})"
+                why = "" if r["success"] else f" ({final.message}{'; the sim put the arm back at home' if r['arm_reset'] else ''})"
                 say(f"[demo] episode {k + 1}/{episodes} seed {seed + k}: {outcome}{why} in {r['task_elapsed_s']:.1f} s sim "
                     f"({wall:.1f} s wall, RTF {r['real_time_factor']:.2f}); chunks {r['chunks']}, steps "
                     f"{r['steps_executed']}, clipped {r['steps_clipped']}, stale {r['chunks_stale']}; inference p50 "

@@ -171,6 +171,9 @@ class SimWorld:
         self._snapshot: PhysicsSnapshot | None = None
         self._pending_layout: Layout | None = None
         self._layout_applied = threading.Event()
+        self._pending_arm_q: np.ndarray | None = None  # (7,) joint positions to put the arm at
+        self._arm_reset = threading.Event()
+        self._arm_settle_steps = 0
         self._renderer = None
         self._render_data = None
         self._render_thread: int | None = None
@@ -292,6 +295,24 @@ class SimWorld:
             self._pending_layout = None
             self._apply_layout(layout)
             self._layout_applied.set()
+        q = self._pending_arm_q
+        if q is not None and self._robot.server is not None and self._robot.server.current_motion_id == 0:
+            self._pending_arm_q = None
+            d = self._sim.data
+            d.qpos[self._robot._qpos_addrs] = q
+            d.qvel[self._robot._dof_addrs] = 0.0
+            self._robot.server._reset_state()  # franky-sim's idle hold now holds the new joint positions
+            self._arm_settle_steps = 3
+        if self._arm_settle_steps:
+            # franky-sim reports desired velocities and accelerations as filtered finite differences of the desired
+            # positions: the jump would read as rad/s for a second, and the next motion would start from it (the
+            # arm swung 0.5 rad away from home). Forget the history until the new hold is in it on both sides.
+            for component in self._robot._tracked_state_components.values():
+                for observer in component.observers.values():
+                    observer.clear()
+            self._arm_settle_steps -= 1
+            if not self._arm_settle_steps:
+                self._arm_reset.set()
 
     def _apply_layout(self, layout: Layout) -> None:
         d, half = self._sim.data, self.config.cube_size_m / 2
@@ -337,6 +358,28 @@ class SimWorld:
             if not self._layout_applied.wait(timeout_s):
                 raise TimeoutError(f"the physics loop did not apply the layout within {timeout_s} s")
         return layout
+
+    def reset_arm(self, q_rad, wait: bool = True, timeout_s: float = 5.0) -> bool:
+        """Put the arm at joint positions `q_rad` (7,), at rest, at once (the simulator's state is set: no motion)
+        as soon as no motion runs. For a simulated episode that must not inherit the last one's wreck (an arm stuck
+        where homing cannot bring it back). Returns whether it was applied (without `wait`: see arm_reset_done;
+        with it, False when no step applied it within timeout_s wall, and the request is dropped)."""
+        q = np.asarray(q_rad, float)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"q_rad={q_rad} needs 7 finite joint positions")
+        self._arm_reset.clear()
+        self._pending_arm_q = q
+        if not wait:
+            return False
+        if self._arm_reset.wait(timeout_s):
+            return True
+        self._pending_arm_q = None
+        return False
+
+    @property
+    def arm_reset_done(self) -> bool:
+        """The last reset_arm request has been applied."""
+        return self._arm_reset.is_set()
 
     def snapshot(self) -> PhysicsSnapshot:
         if self._snapshot is None:
