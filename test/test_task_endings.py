@@ -268,7 +268,7 @@ def test_demo_exits_non_zero_when_its_task_fails(tmp_path):
 
 def test_eval_exits_non_zero_below_its_success_threshold(tmp_path):
     # the shipped bundle gets 1 s of sim time for one pick-up: FAILED, success rate 0 < 0.5
-    cmd = [sys.executable, "-m", "vla_jepa_ros.cli", "eval", "models/tiny_sim", "--episodes", "1", "--families",
+    cmd = [sys.executable, "-m", "vla_jepa_ros.cli", "eval", "models/tiny_sim", "--episodes-per-family", "1", "--families",
            "pick_up", "--task-timeout-s", "1", "--min-success-rate", "0.5", "--robot-host", loopback(125),
            "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=240,
