@@ -253,7 +253,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
                     "num_views": cfg.num_views, "image_tokens_per_view": cfg.image_tokens_per_view,
                     "num_transitions": cfg.num_transitions, "latent_tokens_per_step": cfg.latent_tokens_per_step,
                     "num_embodied_tokens": cfg.num_embodied_tokens, "max_action_tokens": cfg.max_action_tokens,
-                    "template": "vla_jepa.prompt.ROBOT_TEMPLATE"},
+                    "template": "vla_jepa.prompt.ROBOT_TEMPLATE", "tokenizer": _tokenizer_entry(tokenizer)},
             state_dim_names=_state_names(cfg.state_dim),
             action_space=ACTION_SPACE_DELTA_EE if cfg.action_dim == 7 else "custom",
             action_dim_names=DELTA_EE_DIM_NAMES if cfg.action_dim == 7 else tuple(f"a{i}" for i in
@@ -282,6 +282,14 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
             shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote bundle {model_id} to {out_dir}")
     return load_bundle(out_dir)
+
+
+def _tokenizer_entry(tokenizer) -> dict:
+    """{name, sha256} of the bundle's tokenizer (vla_jepa.qwen_tokenizer identity: the ids it produces)."""
+    from vla_jepa.checkpoint import tokenizer_record
+
+    rec = tokenizer_record(tokenizer)
+    return {"name": rec["tokenizer_name"], "sha256": rec["tokenizer_sha256"]}
 
 
 def _state_names(n: int) -> tuple[str, ...]:
