@@ -244,3 +244,27 @@ def test_real_qwen_weights_refuse_another_tokenizer(tmp_path):
     tiny = replace(get_config("tiny"), tokenizer="qwen3-vl")
     with pytest.raises(ValueError, match="qwen3-vl tokenizer"):
         make_model(tiny, build_tiny_tokenizer(), device="meta")
+
+
+@pytest.mark.slow
+def test_cli_import_to_a_bundle_that_our_franka_stack_refuses(tmp_path, source_model, capsys):
+    """`vla-jepa import SRC OUT --bundle B` on the official layout: the bundle keeps the weights' conventions
+    (LIBERO cameras, LIBERO controller units, LIBERO state), so the policy node's load-time check refuses it for
+    this stack's Franka (franka_delta_ee actions, our state vector) with both values named; bad input is one line."""
+    cli = pytest.importorskip("vla_jepa_ros.cli")
+    from vla_jepa_ros.core.types import ACTION_SPACE_DELTA_EE, STATE_DIM_NAMES
+    from vla_jepa_ros.runtime.bundle import BundleError, check_compatible, load_bundle
+
+    pt = write_official(source_model, tmp_path / "run")
+    assert cli.main(["import", str(pt), str(tmp_path / "ck"), "--preset", "tiny", "--bundle",
+                     str(tmp_path / "bundle")]) == 0
+    m = load_bundle(tmp_path / "bundle").manifest
+    assert m.cameras == ("image", "wrist_image") and m.action_space == "libero_delta_ee"
+    assert m.state_dim_names[3] == "eef_axis_angle_x" and m.prompt["tokenizer"]["name"] == "byte-level"
+    with pytest.raises(BundleError, match="action_space: bundle has 'libero_delta_ee', node parameter says "
+                                          "'franka_delta_ee'.*state_dim_names"):
+        check_compatible(m, action_space=ACTION_SPACE_DELTA_EE, state_dim_names=STATE_DIM_NAMES)
+    capsys.readouterr()
+    assert cli.main(["import", str(tmp_path / "nothing.pt"), str(tmp_path / "x"), "--preset", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing.pt: no such file or folder" in err

@@ -33,6 +33,11 @@ from .prompt import load_tokenizer
 
 LAYOUTS = ("official", "lerobot", "hf")
 LIBERO_CAMERAS = ("image", "wrist_image")  # the official LIBERO evaluation: agentview, then the wrist camera
+# Released LIBERO weights act in LIBERO's controller units (OSC_POSE: 1.0 = 5 cm / 0.5 rad per step, gripper 1 = open)
+# and read LIBERO's state: end-effector position, axis-angle orientation, the two finger positions (raw).
+LIBERO_ACTION_SPACE = "libero_delta_ee"
+LIBERO_STATE_NAMES = ("eef_x_m", "eef_y_m", "eef_z_m", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
+                      "gripper_qpos_left_m", "gripper_qpos_right_m")
 
 
 class ImportError_(ValueError):
@@ -47,10 +52,14 @@ class ImportResult:
     cameras: tuple[str, ...]  # camera names the weights were trained with, in view order ("" when unknown)
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    action_space: str = ""  # "" = this stack's (franka_delta_ee); released LIBERO weights: LIBERO_ACTION_SPACE
+    state_names: tuple[str, ...] = ()  # "" = this stack's; released LIBERO weights: LIBERO_STATE_NAMES
 
 
 def detect_layout(src: str | Path) -> str:
     src = Path(src)
+    if not src.exists():
+        raise ImportError_(f"{src}: no such file or folder")
     if src.is_file() and src.suffix in (".pt", ".pth", ".bin"):
         return "official"
     cfg_path = src / "config.json"
@@ -80,7 +89,8 @@ def import_official(pt: str | Path, preset: str = "paper", tokenizer: str | None
     notes = ["state is fed raw, as the public code trained it" if cfg.state_dim else
              "trained without state (config.yaml datasets.vla_data.with_state: false): no state token"]
     return ImportResult(model, stats, "official", LIBERO_CAMERAS if cfg.num_views == 2 else ("",) * cfg.num_views,
-                        list(getattr(report, "ignored", [])), notes)
+                        list(getattr(report, "ignored", [])), notes, LIBERO_ACTION_SPACE,
+                        LIBERO_STATE_NAMES if cfg.state_dim == len(LIBERO_STATE_NAMES) else ())
 
 
 # ------------------------------------------------------------------------------------------------ LeRobot
@@ -171,7 +181,10 @@ def import_lerobot(folder: str | Path, preset: str = "paper", tokenizer: str | N
         stats = {"lerobot": {"action": {"min": lo, "max": hi, "mask": [True] * (len(lo) - 1) + [False]}}}
     else:
         notes.append("no action min/max found: pass the dataset statistics when exporting")
-    return ImportResult(model, stats, "lerobot", cams, ignored, notes)
+    contract = json.loads((folder / "config.json").read_text()).get("policy_action_contract", "libero")
+    libero = contract == "libero"
+    return ImportResult(model, stats, "lerobot", cams, ignored, notes, LIBERO_ACTION_SPACE if libero else "",
+                        LIBERO_STATE_NAMES if libero and cfg.state_dim == len(LIBERO_STATE_NAMES) else ())
 
 
 # ------------------------------------------------------------------------------------------------ HF backbones
@@ -216,6 +229,7 @@ def import_checkpoint(src: str | Path, out: str | Path, preset: str = "paper", v
         res.stats = load_stats(stats_path)
     save_checkpoint(out, res.model, res.stats)
     meta = {"layout": res.layout, "source": str(Path(src).name), "cameras": list(res.cameras),
-            "ignored": len(res.ignored), "notes": res.notes}
+            "action_space": res.action_space, "state_names": list(res.state_names), "ignored": len(res.ignored),
+            "notes": res.notes}
     (Path(out) / "import.json").write_text(json.dumps(meta, indent=2))
     return res
