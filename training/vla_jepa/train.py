@@ -55,7 +55,12 @@ class TrainArgs:
     image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
     grasp_repeat: int = 1  # >1: the steps up to each gripper close appear this many times per epoch (oversampling)
     grasp_window: int = 10  # how many steps up to (and with) each close count as the grasp
-    normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
+    normalize_state: bool | None = None  # feed (state - mean) / std (dataset statistics, kept in the exported graph);
+    #   default: yes for a new model, no for released VLA-JEPA weights (trained on raw state: --public-pt, or a
+    #   checkpoint imported from them), which keep raw state unless this is set
+    state_dim: int = -1  # -1: the preset's (or --init-from's); 0: no state token (the official stage 1); with
+    #   --init-from a different value drops or adds the state encoder (a new one starts untrained)
+    tokenizer: str | None = None  # tokenizer.json or a folder with one; default: the preset's (paper: Qwen3-VL)
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -140,6 +145,10 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
+
+
+def rank_of_env() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def dist_info() -> tuple[int, int]:
@@ -325,6 +334,21 @@ def with_more_objects(model: VLAJEPA, objects: dict) -> VLAJEPA:
     return new
 
 
+def with_state_dim(model: VLAJEPA, state_dim: int) -> VLAJEPA:
+    """The same weights with another state input size (-1 keeps it): 0 drops the state token and its encoder (the
+    official stage 1 runs without state); a new size gets a freshly initialised state encoder. Everything else
+    loads by name and shape."""
+    if state_dim < 0 or state_dim == model.cfg.state_dim:
+        return model
+    new = make_model(replace(model.cfg, state_dim=state_dim), model.tokenizer, with_world_model=model.with_world_model)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("action_model.state_")}
+    report = load_into(new, old)
+    if report.unexpected or not all(k.startswith("action_model.state_") for k in report.missing):
+        raise KeyError(f"changing state_dim {model.cfg.state_dim} -> {state_dim}: {report}")
+    new.raw_state_weights = getattr(model, "raw_state_weights", False) and state_dim > 0
+    return new
+
+
 def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     torch.manual_seed(args.train.seed)
     model = _build_model(args, cfg)
@@ -335,18 +359,21 @@ def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     if args.init_from and is_bundle(args.init_from):
         model, _, report = model_from_bundle(args.init_from, cfg.num_aux_objects, seed=args.train.seed)
         print(f"{args.init_from}: {report}", flush=True)
-        return with_sizes(model, args.image_size_px, args.max_prompt_len)
+        return with_state_dim(with_sizes(model, args.image_size_px, args.max_prompt_len), args.state_dim)
     if args.init_from:
         model, _, _, _ = load_checkpoint(args.init_from)
-        return with_sizes(model, args.image_size_px, args.max_prompt_len)
+        return with_state_dim(with_sizes(model, args.image_size_px, args.max_prompt_len), args.state_dim)
+    tok_source = args.tokenizer or (args.qwen_folder if args.qwen_folder and
+                                    (Path(args.qwen_folder) / "tokenizer.json").exists() else None)
     if args.public_pt:
-        tok_json = Path(args.qwen_folder) / "tokenizer.json" if args.qwen_folder else None
-        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_json, cfg)
+        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_source,
+                                                        cfg if args.state_dim < 0 else None)
         print(f"loaded {args.public_pt}: {report}")
-        return model
+        return with_state_dim(model, args.state_dim)
     cfg = config_from_hf_folders(cfg, args.qwen_folder, args.vjepa_folder)
-    tokenizer = load_tokenizer(str(Path(args.qwen_folder) / "tokenizer.json"), cfg.max_action_tokens) \
-        if args.qwen_folder else None
+    if args.state_dim >= 0:
+        cfg = replace(cfg, state_dim=args.state_dim)
+    tokenizer = load_tokenizer(tok_source, cfg.max_action_tokens) if tok_source else None
     model = make_model(cfg, tokenizer)
     if args.qwen_folder:
         check_qwen_preprocessor(args.qwen_folder, cfg)
@@ -400,13 +427,19 @@ def train(args: TrainArgs) -> dict:
         summary = state_stats(stats)
         head = model.action_model
         never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
+        raw_trained = getattr(model, "raw_state_weights", False)  # released weights: identity buffers, raw state
+        normalize_state = args.normalize_state if args.normalize_state is not None else not raw_trained
+        if raw_trained and not normalize_state and cfg.state_dim and rank_of_env() == 0:
+            print("state stays raw: these weights were trained on raw state (--normalize-state standardises it)",
+                  flush=True)
         if args.init_from and args.keep_action_stats and not never_set:
             stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / STATS),
                                        args.init_from)
         # a fine-tune keeps the statistics its model learnt with; a model that never had any (new, or pretrained
         # without actions) takes this dataset's
-        if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
+        if normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
             head.set_state_normalization(summary["mean"], summary["std"])
+            model.raw_state_weights = False
         if head.object_encoder is not None and objects and bool((head.object_mean == 0).all()
                                                                 and (head.object_std == 1).all()):
             head.set_object_normalization(objects["mean_m"], objects["std_m"])
@@ -481,7 +514,8 @@ def train(args: TrainArgs) -> dict:
             mine = list(range(rank * lb, (rank + 1) * lb))
             samples = []
             for pos in mine:
-                s = ds[idx[pos]]
+                # a video's 8-frame window is drawn afresh each time it comes round (keyed by the sample counter)
+                s = ds[idx[pos]] if kind == "robot" else ds[(idx[pos], step * gb + pos)]
                 if kind == "robot":
                     s["sample_seed"] = torch.tensor(tcfg.seed * 1_000_003 + step * gb + pos, dtype=torch.long)
                 samples.append(s)
