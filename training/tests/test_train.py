@@ -372,3 +372,21 @@ def test_a_human_video_gets_a_fresh_window_each_time(tmp_path, tiny_model):
     distinct = {c[0].numpy().tobytes() for c in clips}
     assert len(distinct) >= 3
     assert torch.equal(ds[(0, 7)]["video"], clips[7])  # reproducible (exact resume)
+
+
+def test_official_recipes_are_named():
+    """--recipe official-stage1 / official-stage2 give the public configs' numbers (vlajepa_cotrain.yaml: 50k
+    iterations of robot + video steps, 16 + 16 per GPU x 8, no state; vlajepa_robot_ft.yaml: 30k steps, 32 x 8, raw
+    8-d state; both 5000 warmup steps, lrs 1e-5 / 1e-4 / 3e-5, min 1e-6, clip 1, bf16)."""
+    from vla_jepa.train import apply_recipe
+
+    s1 = apply_recipe(TrainArgs(recipe="official-stage1"))
+    assert (s1.train.stage, s1.train.total_steps, s1.train.batch_size, s1.train.video_batch_size) == (1, 100_000, 128,
+                                                                                                      128)
+    assert s1.state_dim == 0 and s1.train.warmup_steps == 5000 and s1.train.bf16
+    s2 = apply_recipe(TrainArgs(recipe="official-stage2"))
+    assert (s2.train.stage, s2.train.total_steps, s2.train.batch_size, s2.state_dim) == (2, 30_000, 256, 8)
+    assert s2.normalize_state is False and (s2.train.lr_vlm, s2.train.lr_action_head, s2.train.lr_predictor,
+                                            s2.train.min_lr, s2.train.grad_clip) == (1e-5, 1e-4, 3e-5, 1e-6, 1.0)
+    with pytest.raises(ValueError, match="known recipes"):
+        apply_recipe(TrainArgs(recipe="paper"))

@@ -36,6 +36,35 @@ from .prompt import load_tokenizer
 from .recover import is_bundle, model_from_bundle
 
 
+# The public code's two recipes (scripts/config/vlajepa_cotrain.yaml, vlajepa_robot_ft.yaml) in optimizer steps, on
+# 8 GPUs: stage 1 = 50k iterations of one robot + one video step (100k optimizer steps; its scheduler is stepped per
+# optimizer step there too, so 5000 warmup steps are the same steps), 16 + 16 samples per GPU, no state; stage 2 =
+# 30k steps of 32 per GPU with raw 8-d state. Both: AdamW (0.9, 0.95), VLM 1e-5, head 1e-4, predictor 3e-5,
+# cosine to 1e-6, clip 1.0, bf16. `--recipe` sets these; flags given after it on the command line do not override it.
+RECIPES: dict[str, dict] = {
+    "official-stage1": {"train": dict(stage=1, total_steps=100_000, batch_size=128, video_batch_size=128,
+                                      warmup_steps=5000, lr_vlm=1e-5, lr_action_head=1e-4, lr_predictor=3e-5,
+                                      min_lr=1e-6, grad_clip=1.0, bf16=True, wm_weight_robot=0.1,
+                                      wm_weight_video=1.0),
+                        "state_dim": 0},
+    "official-stage2": {"train": dict(stage=2, total_steps=30_000, batch_size=256, warmup_steps=5000, lr_vlm=1e-5,
+                                      lr_action_head=1e-4, lr_predictor=3e-5, min_lr=1e-6, grad_clip=1.0, bf16=True,
+                                      wm_weight_robot=0.1),
+                        "state_dim": 8, "normalize_state": False},
+}
+
+
+def apply_recipe(args: "TrainArgs") -> "TrainArgs":
+    """`args` with a named recipe's settings (RECIPES) in place; no recipe: unchanged."""
+    if not args.recipe:
+        return args
+    if args.recipe not in RECIPES:
+        raise ValueError(f"--recipe {args.recipe!r}: known recipes are {sorted(RECIPES)}")
+    r = RECIPES[args.recipe]
+    return replace(args, train=replace(args.train, **r["train"]),
+                   **{k: v for k, v in r.items() if k != "train"})
+
+
 @dataclass
 class TrainArgs:
     """Command-line arguments of `vla-jepa-train`."""
@@ -73,6 +102,7 @@ class TrainArgs:
     public_pt: str | None = None  # released VLA-JEPA .pt to start from
     qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
     vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
+    recipe: str = ""  # "official-stage1" / "official-stage2": the public code's settings (RECIPES); "" = flags
     device: str = "cpu"
     threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
     progress: bool = True
@@ -385,6 +415,7 @@ def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
 
 def train(args: TrainArgs) -> dict:
     """Run training; returns {"checkpoint": path, "metrics": last metrics row, "samples_per_s": float}."""
+    args = apply_recipe(args)
     tcfg = args.train
     if args.threads:
         torch.set_num_threads(args.threads)
