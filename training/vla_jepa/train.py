@@ -461,7 +461,7 @@ def train(args: TrainArgs) -> dict:
         raw_trained = getattr(model, "raw_state_weights", False)  # released weights: identity buffers, raw state
         normalize_state = args.normalize_state if args.normalize_state is not None else not raw_trained
         if raw_trained and not normalize_state and cfg.state_dim and rank_of_env() == 0:
-            print("state stays raw: these weights were trained on raw state (--normalize-state standardises it)",
+            print("state stays raw: these weights were trained on raw state (--normalize-state True standardises it)",
                   flush=True)
         if args.init_from and args.keep_action_stats and not never_set:
             stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / STATS),
