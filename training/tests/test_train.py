@@ -320,7 +320,7 @@ def _released_run(tmp_path, with_state=True):
 
 def test_released_weights_keep_raw_state_unless_asked(tmp_path):
     """The public code trained on raw state and has no state statistics, so its weights load with identity state
-    buffers. A fine-tune keeps feeding raw state (and records that), unless --normalize-state is given."""
+    buffers. A fine-tune keeps feeding raw state (and records that), unless --normalize-released-state is given."""
     pytest.importorskip("transformers")
     from safetensors import safe_open
 
@@ -337,7 +337,7 @@ def test_released_weights_keep_raw_state_unless_asked(tmp_path):
     again.init_from = str(result["checkpoint"])
     assert torch.equal(train(again)["model"].action_model.state_std, torch.ones_like(head.state_std))
     asked = _args(tmp_path, "ft_norm", total_steps=1, batch_size=2)
-    asked.preset, asked.public_pt, asked.normalize_state = "tiny", str(pt), True
+    asked.preset, asked.public_pt, asked.normalize_released_state = "tiny", str(pt), True
     assert not torch.equal(train(asked)["model"].action_model.state_std, torch.ones_like(head.state_std))
 
 

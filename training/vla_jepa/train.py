@@ -50,7 +50,7 @@ RECIPES: dict[str, dict] = {
     "official-stage2": {"train": dict(stage=2, total_steps=30_000, batch_size=256, warmup_steps=5000, lr_vlm=1e-5,
                                       lr_action_head=1e-4, lr_predictor=3e-5, min_lr=1e-6, grad_clip=1.0, bf16=True,
                                       wm_weight_robot=0.1),
-                        "state_dim": 8, "normalize_state": False},
+                        "state_dim": 8, "normalize_state": False, "normalize_released_state": False},
 }
 
 
@@ -84,9 +84,9 @@ class TrainArgs:
     image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
     grasp_repeat: int = 1  # >1: the steps up to each gripper close appear this many times per epoch (oversampling)
     grasp_window: int = 10  # how many steps up to (and with) each close count as the grasp
-    normalize_state: bool | None = None  # feed (state - mean) / std (dataset statistics, kept in the exported graph);
-    #   default: yes for a new model, no for released VLA-JEPA weights (trained on raw state: --public-pt, or a
-    #   checkpoint imported from them), which keep raw state unless this is set
+    normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
+    normalize_released_state: bool = False  # released VLA-JEPA weights learnt raw state (--public-pt, or a checkpoint
+    #   made by `vla-jepa import`): they keep it raw unless this is set
     state_dim: int = -1  # -1: the preset's (or --init-from's); 0: no state token (the official stage 1); with
     #   --init-from a different value drops or adds the state encoder (a new one starts untrained)
     tokenizer: str | None = None  # tokenizer.json or a folder with one; default: the preset's (paper: Qwen3-VL)
@@ -396,8 +396,7 @@ def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     tok_source = args.tokenizer or (args.qwen_folder if args.qwen_folder and
                                     (Path(args.qwen_folder) / "tokenizer.json").exists() else None)
     if args.public_pt:
-        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_source,
-                                                        cfg if args.state_dim < 0 else None)
+        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_source, cfg)  # + the release's yaml
         print(f"loaded {args.public_pt}: {report}")
         return with_state_dim(model, args.state_dim)
     cfg = config_from_hf_folders(cfg, args.qwen_folder, args.vjepa_folder)
@@ -459,10 +458,10 @@ def train(args: TrainArgs) -> dict:
         head = model.action_model
         never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
         raw_trained = getattr(model, "raw_state_weights", False)  # released weights: identity buffers, raw state
-        normalize_state = args.normalize_state if args.normalize_state is not None else not raw_trained
+        normalize_state = args.normalize_released_state if raw_trained else args.normalize_state
         if raw_trained and not normalize_state and cfg.state_dim and rank_of_env() == 0:
-            print("state stays raw: these weights were trained on raw state (--normalize-state True standardises it)",
-                  flush=True)
+            print("state stays raw: these weights were trained on raw state (--normalize-released-state "
+                  "standardises it)", flush=True)
         if args.init_from and args.keep_action_stats and not never_set:
             stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / STATS),
                                        args.init_from)
