@@ -196,3 +196,23 @@ def test_bundle_tokenizer_that_disagrees_with_its_manifest_is_refused(tmp_path):
     with pytest.raises(BundleError, match=r"tokenizer\.json: a byte-level tokenizer \(sha256 \w+\.\.\.\) but the manifest "
                                           r"records the byte-level tokenizer \(sha256 \w+\.\.\.\): re-export the bundle"):
         PromptCache(load_bundle(root))
+
+
+def test_policy_node_refuses_a_bundle_in_other_units_at_load_time(tmp_path):
+    """A bundle made from released LIBERO weights keeps their conventions (LIBERO controller units, LIBERO state);
+    the policy node's load check (the parameters it passes to make_model_policy) refuses it, naming both values."""
+    from vla_jepa_ros.nodes.policy_node import STACK_CONVENTIONS
+    from vla_jepa_ros.runtime.factory import BackendParams, make_model_policy
+
+    root = copy_bundle(tmp_path / "b")
+    make_model_policy(str(root), BackendParams(), **STACK_CONVENTIONS)  # ours: accepted
+    m = load_bundle(root).manifest
+    libero = dict(m.to_dict(), action={**m.to_dict()["action"], "space": "libero_delta_ee"},
+                  state={"dim_names": ["eef_x_m", "eef_y_m", "eef_z_m", "eef_axis_angle_x", "eef_axis_angle_y",
+                                       "eef_axis_angle_z", "gripper_qpos_left_m", "gripper_qpos_right_m"]})
+    from vla_jepa_ros.runtime.bundle import write_manifest
+
+    write_manifest(root, Manifest.from_dict(libero))
+    with pytest.raises(BundleError, match="action_space: bundle has 'libero_delta_ee', node parameter says "
+                                          "'franka_delta_ee'; state_dim_names: bundle has"):
+        make_model_policy(str(root), BackendParams(), **STACK_CONVENTIONS)

@@ -24,6 +24,9 @@ from ..runtime.factory import BackendParams, make_model_policy
 from ..runtime.policy_loop import PolicyLoop
 
 POLICIES = ("expert", "bundle")
+# the controller executes franka_delta_ee chunks and this node feeds our state vector: a bundle made for other
+# conventions (e.g. released LIBERO weights through `vla-jepa import`) is refused at load time
+STACK_CONVENTIONS = {"action_space": ACTION_SPACE_DELTA_EE, "state_dim_names": STATE_DIM_NAMES}
 TRANSPORTS = ("raw", "compressed")
 
 
@@ -70,11 +73,8 @@ def make_policy(config: PolicyNodeConfig, backend: BackendParams):
 
         return ScriptedExpertPolicy(ExpertConfig(aim_noise_m=config.expert_aim_noise_m,
                                                  aim_noise_seed=config.expert_aim_noise_seed))
-    # the controller executes franka_delta_ee chunks and the node feeds our state vector: a bundle made for other
-    # conventions (e.g. released LIBERO weights, `vla-jepa import`) is refused here, at load time
     return make_model_policy(config.bundle_path, backend, cameras=config.cameras, image_size_px=config.image_size_px,
-                             action_dim=config.action_dim, horizon=config.horizon,
-                             action_space=ACTION_SPACE_DELTA_EE, state_dim_names=STATE_DIM_NAMES)
+                             action_dim=config.action_dim, horizon=config.horizon, **STACK_CONVENTIONS)
 
 
 class PolicyNode(Node):
