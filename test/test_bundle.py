@@ -193,8 +193,9 @@ def test_bundle_tokenizer_that_disagrees_with_its_manifest_is_refused(tmp_path):
     (root / "tokenizer.json").write_text(other.to_str())
     files = dict(bundle.manifest.files, **{"tokenizer.json": sha256_file(root / "tokenizer.json")})
     write_manifest(root, Manifest.from_dict(dict(bundle.manifest.to_dict(), files=files)))
-    with pytest.raises(BundleError, match=r"tokenizer\.json: a byte-level tokenizer \(sha256 \w+\.\.\.\) but the manifest "
-                                          r"records the byte-level tokenizer \(sha256 \w+\.\.\.\): re-export the bundle"):
+    with pytest.raises(BundleError, match=r"tokenizer\.json: a byte-level tokenizer \(sha256 \w+\.\.\.\) but the "
+                                          r"manifest records the byte-level tokenizer \(sha256 \w+\.\.\.\): "
+                                          r"re-export the bundle"):
         PromptCache(load_bundle(root))
 
 
