@@ -181,6 +181,8 @@ def import_lerobot(folder: str | Path, preset: str = "paper", tokenizer: str | N
         stats = {"lerobot": {"action": {"min": lo, "max": hi, "mask": [True] * (len(lo) - 1) + [False]}}}
     else:
         notes.append("no action min/max found: pass the dataset statistics when exporting")
+    notes.append("LeRobot min-max normalises the gripper dimension too and snaps it after un-normalising; this stack "
+                 "snaps the model's gripper output at 0.5: check the gripper on a dry run")
     contract = json.loads((folder / "config.json").read_text()).get("policy_action_contract", "libero")
     libero = contract == "libero"
     return ImportResult(model, stats, "lerobot", cams, ignored, notes, LIBERO_ACTION_SPACE if libero else "",
