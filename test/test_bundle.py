@@ -173,3 +173,48 @@ def test_shipped_default_model_goes_for_the_cube_the_instruction_names():
             cos = to_cubes @ heading / (np.linalg.norm(to_cubes, axis=1) * np.linalg.norm(heading) + 1e-12)
             right.append(int(np.argmax(cos)) == k)
     assert sum(right) >= 7, f"headed for the named cube {sum(right)}/9 times: {right}"
+
+
+def test_bundle_tokenizer_that_disagrees_with_its_manifest_is_refused(tmp_path):
+    """The manifest records the tokenizer (name + SHA-256 of what decides the ids). A tokenizer.json swapped for
+    another one, with the file hash updated so the plain file check passes, is still refused when the policy loads,
+    with a line saying what to do."""
+    from tokenizers import AddedToken
+
+    from vla_jepa.prompt import build_tiny_tokenizer
+    from vla_jepa_ros.runtime.bundle import sha256_file, write_manifest
+    from vla_jepa_ros.runtime.policy import PromptCache
+
+    root = copy_bundle(tmp_path / "b")
+    bundle = load_bundle(root)
+    assert bundle.manifest.prompt["tokenizer"]["name"] == "byte-level"
+    PromptCache(bundle)  # the exported bundle loads
+    other = build_tiny_tokenizer()
+    other.add_tokens([AddedToken("<|other|>", special=True)])
+    (root / "tokenizer.json").write_text(other.to_str())
+    files = dict(bundle.manifest.files, **{"tokenizer.json": sha256_file(root / "tokenizer.json")})
+    write_manifest(root, Manifest.from_dict(dict(bundle.manifest.to_dict(), files=files)))
+    with pytest.raises(BundleError, match=r"tokenizer\.json: a byte-level tokenizer \(sha256 \w+\.\.\.\) but the "
+                                          r"manifest records the byte-level tokenizer \(sha256 \w+\.\.\.\): "
+                                          r"re-export the bundle"):
+        PromptCache(load_bundle(root))
+
+
+def test_policy_node_refuses_a_bundle_in_other_units_at_load_time(tmp_path):
+    """A bundle made from released LIBERO weights keeps their conventions (LIBERO controller units, LIBERO state);
+    the policy node's load check (the parameters it passes to make_model_policy) refuses it, naming both values."""
+    from vla_jepa_ros.nodes.policy_node import STACK_CONVENTIONS
+    from vla_jepa_ros.runtime.factory import BackendParams, make_model_policy
+
+    root = copy_bundle(tmp_path / "b")
+    make_model_policy(str(root), BackendParams(), **STACK_CONVENTIONS)  # ours: accepted
+    m = load_bundle(root).manifest
+    libero = dict(m.to_dict(), action={**m.to_dict()["action"], "space": "libero_delta_ee"},
+                  state={"dim_names": ["eef_x_m", "eef_y_m", "eef_z_m", "eef_axis_angle_x", "eef_axis_angle_y",
+                                       "eef_axis_angle_z", "gripper_qpos_left_m", "gripper_qpos_right_m"]})
+    from vla_jepa_ros.runtime.bundle import write_manifest
+
+    write_manifest(root, Manifest.from_dict(libero))
+    with pytest.raises(BundleError, match="action_space: bundle has 'libero_delta_ee', node parameter says "
+                                          "'franka_delta_ee'; state_dim_names: bundle has"):
+        make_model_policy(str(root), BackendParams(), **STACK_CONVENTIONS)

@@ -302,3 +302,14 @@ def test_chunk_executor_mode_on_sim_time(monkeypatch, period_s, calls, moves):
     assert policy.calls == calls
     assert int((actions[:, 0] == 0.5).sum()) == moves and set(actions[:, 0]) <= {0.0, 0.5}
     assert (actions[:, 6] == -1).all()
+
+
+def test_step_limits_are_the_public_evaluation_ones():
+    """examples/LIBERO/eval_libero.py of the public VLA-JEPA code (latest): 250 / 280 / 300 / 520 / 400 policy steps
+    after 10 wait steps; LIBERO-PRO variants inherit their suite's limit."""
+    assert {s: protocol.max_steps_for(s) for s in ("libero_spatial", "libero_object", "libero_goal", "libero_10",
+                                                   "libero_90")} == {"libero_spatial": 250, "libero_object": 280,
+                                                                     "libero_goal": 300, "libero_10": 520,
+                                                                     "libero_90": 400}
+    assert protocol.max_steps_for("libero_spatial_swap") == 250 and protocol.NUM_WAIT_STEPS == 10
+    assert ProtocolConfig(suite="libero_spatial").steps == 250

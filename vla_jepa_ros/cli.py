@@ -2,6 +2,8 @@
 
     vla-jepa demo [--episodes N]          simulated Franka, the learned policy on one task through the ROS graph
     vla-jepa export CHECKPOINT OUT_DIR    model bundle (ONNX + manifest), parity-checked against torch
+    vla-jepa import SRC OUT_DIR           released VLA-JEPA weights (official .pt, LeRobot folder, HF folders) ->
+                                          training checkpoint (and, with --bundle, a model bundle)
     vla-jepa build-engine BUNDLE          TensorRT engines for this GPU (cached in BUNDLE/engines)
     vla-jepa verify-engine BUNDLE         TensorRT vs onnxruntime on the same inputs, with latency
     vla-jepa bench [--bundle B]           latency per backend: stages, ratio to torch eager, stack overhead
@@ -138,6 +140,66 @@ def _export(argv: list[str]) -> int:
         export_bundle(args.checkpoint, args.out_dir, config)
     except (ParityError, ValueError, FileNotFoundError) as exc:
         print(f"vla-jepa export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@command("import", "released VLA-JEPA weights (official .pt, LeRobot policy folder, HF Qwen3-VL + V-JEPA2 folders) "
+                   "-> training checkpoint, optionally a bundle")
+def _import(argv: list[str]) -> int:
+    p = _parser("import", "Read VLA-JEPA weights in the layout they were published in and write a vla_jepa training "
+                          "checkpoint (safetensors + config + stats + tokenizer, all recorded). SRC: the release's "
+                          ".pt (config.yaml and dataset_statistics.json one folder up), a LeRobot vla_jepa policy "
+                          "folder, or a Hugging Face Qwen3-VL folder (new head; --vjepa adds the V-JEPA2 encoder). "
+                          "Every tensor must find its place, or nothing is written.")
+    p.add_argument("src", help="release .pt, LeRobot policy folder, or HF Qwen3-VL folder")
+    p.add_argument("out_dir", help="training checkpoint folder to write")
+    p.add_argument("--layout", default="auto", choices=["auto", "official", "lerobot", "hf"])
+    p.add_argument("--preset", default="paper", help="model sizes the weights have (tiny for test checkpoints)")
+    p.add_argument("--vjepa", default=None, help="HF V-JEPA2 folder (with an HF Qwen3-VL SRC)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json or a folder with one (default: the preset's; "
+                                                     "paper: the Qwen3-VL tokenizer built by make install)")
+    p.add_argument("--stats", default=None, help="dataset_statistics.json to use instead of the source's")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new head (HF folders)")
+    p.add_argument("--bundle", default=None, help="also export a model bundle to this folder (ONNX + manifest)")
+    p.add_argument("--cameras", default="", help="bundle camera names in view order (default: the names the "
+                                                  "weights were trained with)")
+    p.add_argument("--step-period-s", type=float, default=0.1, help="bundle: time between chunk steps")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    import json
+
+    from vla_jepa.importer import ImportError_, import_checkpoint
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        print(f"vla-jepa import: {out} exists and is not empty (pass --overwrite to replace it)", file=sys.stderr)
+        return 1
+    try:
+        res = import_checkpoint(args.src, out, preset=args.preset, vjepa=args.vjepa, tokenizer=args.tokenizer,
+                                layout=args.layout, seed=args.seed, stats_path=args.stats)
+    except (ImportError_, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"vla-jepa import: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"imported {res.layout} weights into {out} ({len(res.ignored)} unused tensors ignored)")
+    for note in res.notes:
+        print(f"  note: {note}")
+    if not args.bundle:
+        return 0
+    from .runtime.export import ExportConfig, ParityError, export_bundle
+
+    meta = json.loads((out / "import.json").read_text())
+    cameras = tuple(c for c in args.cameras.split(",") if c) or tuple(meta["cameras"])
+    if not all(cameras):
+        print("vla-jepa import: the source does not name its cameras: pass --cameras a,b (view order)",
+              file=sys.stderr)
+        return 1
+    try:
+        export_bundle(out, args.bundle, ExportConfig(cameras=cameras, step_period_s=args.step_period_s,
+                                                     overwrite=args.overwrite, action_space=meta["action_space"],
+                                                     state_names=tuple(meta["state_names"])))
+    except (ParityError, ValueError, FileNotFoundError) as exc:
+        print(f"vla-jepa import: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -143,3 +143,33 @@ def test_config_yaml_drives_state_and_chunk(tmp_path):
     assert cfg.horizon == 7 and cfg.state_dim == 0 and cfg.name == "paper"
     m = make_model(cfg, device="meta")
     assert m.action_model.state_encoder is None
+
+
+def test_checkpoint_records_its_tokenizer_and_refuses_another(tmp_path, tiny_model):
+    """model.safetensors records the tokenizer (name + SHA-256); a checkpoint whose tokenizer.json was replaced
+    does not load, and the message says what to put back."""
+    from tokenizers import AddedToken
+
+    from vla_jepa.checkpoint import saved_tokenizer_record
+    from vla_jepa.prompt import build_tiny_tokenizer
+    from vla_jepa.qwen_tokenizer import tokenizer_sha256
+
+    save_checkpoint(tmp_path / "ck", tiny_model, make_batch(tiny_model, 1)[1])
+    rec = saved_tokenizer_record(tmp_path / "ck" / "model.safetensors")
+    assert rec == {"tokenizer_name": "byte-level", "tokenizer_sha256": tokenizer_sha256(tiny_model.tokenizer)}
+    load_checkpoint(tmp_path / "ck")
+    other = build_tiny_tokenizer()
+    other.add_tokens([AddedToken("<|other|>", special=True)])
+    (tmp_path / "ck" / "tokenizer.json").write_text(other.to_str())
+    with pytest.raises(ValueError, match="is not the byte-level tokenizer the weights .* were saved with .*put that "
+                                         "tokenizer.json back"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_released_weights_without_a_tokenizer_get_qwens(tmp_path):
+    """The paper preset with no tokenizer given uses the Qwen3-VL one built at install time, never byte-level ids."""
+    from vla_jepa.qwen_tokenizer import tokenizer_name
+
+    model = make_model(get_config("paper"), device="meta", with_world_model=False)
+    assert tokenizer_name(model.tokenizer) == "qwen3-vl"
+    assert model.tokenizer.token_to_id("<|embodied_action|>") == 151697

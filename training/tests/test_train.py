@@ -299,3 +299,94 @@ def test_a_model_grows_the_objects_a_dataset_adds_without_changing_its_policy():
     with pytest.raises(ValueError, match="has none"):
         with_more_objects(make_model(replace(cfg, num_aux_objects=0, action_head_objects=False),
                                      with_world_model=False), info)
+
+
+def _released_run(tmp_path, with_state=True):
+    """A tiny release in the public code's layout (names from test_import's writer), 8-d raw state."""
+    import yaml
+
+    from test_import import write_official
+    from vla_jepa.config import get_config
+    from vla_jepa.model import make_model
+
+    torch.manual_seed(0)
+    pt = write_official(make_model(get_config("tiny")), tmp_path / "release")
+    if not with_state:
+        data = yaml.safe_load((tmp_path / "release" / "config.yaml").read_text())
+        data["datasets"]["vla_data"]["with_state"] = False
+        (tmp_path / "release" / "config.yaml").write_text(yaml.safe_dump(data))
+    return pt
+
+
+def test_released_weights_keep_raw_state_unless_asked(tmp_path):
+    """The public code trained on raw state and has no state statistics, so its weights load with identity state
+    buffers. A fine-tune keeps feeding raw state (and records that), unless --normalize-released-state is given."""
+    pytest.importorskip("transformers")
+    from safetensors import safe_open
+
+    pt = _released_run(tmp_path)
+    args = _args(tmp_path, "ft", total_steps=1, batch_size=2)
+    args.preset, args.public_pt = "tiny", str(pt)
+    result = train(args)
+    head = result["model"].action_model
+    assert torch.equal(head.state_mean, torch.zeros_like(head.state_mean))
+    assert torch.equal(head.state_std, torch.ones_like(head.state_std))
+    with safe_open(str(result["checkpoint"] / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["state_input"] == "raw"
+    again = _args(tmp_path, "ft2", total_steps=1, batch_size=2)  # a fine-tune of that fine-tune: still raw
+    again.init_from = str(result["checkpoint"])
+    assert torch.equal(train(again)["model"].action_model.state_std, torch.ones_like(head.state_std))
+    asked = _args(tmp_path, "ft_norm", total_steps=1, batch_size=2)
+    asked.preset, asked.public_pt, asked.normalize_released_state = "tiny", str(pt), True
+    assert not torch.equal(train(asked)["model"].action_model.state_std, torch.ones_like(head.state_std))
+
+
+def test_stage1_without_state_then_stage2_with_it(tmp_path):
+    """The official stage 1 has no state token (--state-dim 0); stage 2 from it adds a new state encoder and keeps
+    every other tensor."""
+    videos = write_video_folder(tmp_path / "videos")
+    s1 = _args(tmp_path, "s1", stage=1, total_steps=2, batch_size=2, video_batch_size=2)
+    s1.video_dir, s1.state_dim = str(videos), 0
+    r1 = train(s1)
+    assert r1["model"].cfg.state_dim == 0 and r1["model"].action_model.state_encoder is None
+    s2 = _args(tmp_path, "s2", total_steps=1, batch_size=2, lr_vlm=1e-12, lr_action_head=1e-12, lr_predictor=1e-12)
+    s2.init_from, s2.state_dim = str(r1["checkpoint"]), 8
+    before = load_file(str(r1["checkpoint"] / "model.safetensors"))
+    r2 = train(s2)
+    assert r2["model"].cfg.state_dim == 8 and r2["model"].action_model.state_encoder is not None
+    after = r2["model"].state_dict()
+    k = "action_model.model.transformer_blocks.0.attn1.to_q.weight"
+    assert torch.allclose(after[k], before[k], atol=1e-6)
+
+
+def test_a_human_video_gets_a_fresh_window_each_time(tmp_path, tiny_model):
+    """The public loader draws a random 8-frame window every time a video is read; ds[(i, draw)] does that,
+    reproducibly (the trainer passes its sample counter as draw)."""
+    from vla_jepa.data import VideoDataset, VideoFolderSource
+
+    root = write_video_folder(tmp_path / "v")
+    ds = VideoDataset(VideoFolderSource(root), tiny_model.cfg, tiny_model.tokenizer, tiny_model.video_layout)
+    frames, _ = ds.source.load(0)
+    assert len(frames) >= tiny_model.cfg.num_frames + 4
+    clips = [ds[(0, draw)]["video"] for draw in range(12)]
+    distinct = {c[0].numpy().tobytes() for c in clips}
+    assert len(distinct) >= 3
+    assert torch.equal(ds[(0, 7)]["video"], clips[7])  # reproducible (exact resume)
+
+
+def test_official_recipes_are_named():
+    """--recipe official-stage1 / official-stage2 give the public configs' numbers (vlajepa_cotrain.yaml: 50k
+    iterations of robot + video steps, 16 + 16 per GPU x 8, no state; vlajepa_robot_ft.yaml: 30k steps, 32 x 8, raw
+    8-d state; both 5000 warmup steps, lrs 1e-5 / 1e-4 / 3e-5, min 1e-6, clip 1, bf16)."""
+    from vla_jepa.train import apply_recipe
+
+    s1 = apply_recipe(TrainArgs(recipe="official-stage1"))
+    assert (s1.train.stage, s1.train.total_steps, s1.train.batch_size, s1.train.video_batch_size) == (1, 100_000, 128,
+                                                                                                      128)
+    assert s1.state_dim == 0 and s1.train.warmup_steps == 5000 and s1.train.bf16
+    s2 = apply_recipe(TrainArgs(recipe="official-stage2"))
+    assert (s2.train.stage, s2.train.total_steps, s2.train.batch_size, s2.state_dim) == (2, 30_000, 256, 8)
+    assert s2.normalize_state is False and (s2.train.lr_vlm, s2.train.lr_action_head, s2.train.lr_predictor,
+                                            s2.train.min_lr, s2.train.grad_clip) == (1e-5, 1e-4, 3e-5, 1e-6, 1.0)
+    with pytest.raises(ValueError, match="known recipes"):
+        apply_recipe(TrainArgs(recipe="paper"))

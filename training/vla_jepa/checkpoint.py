@@ -154,7 +154,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_sta
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or model.state_dict()).items()}
     tmp = path / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
+    meta = tokenizer_record(model.tokenizer)
+    if getattr(model, "raw_state_weights", False):
+        meta["state_input"] = "raw"  # trained on raw state (released weights): training keeps it raw by default
+    save_file(state, str(tmp), metadata=meta)
     tmp.replace(path / WEIGHTS)
     (path / CONFIG).write_text(config_to_json(model.cfg))
     (path / STATS).write_text(json.dumps(stats, indent=2))
@@ -164,6 +167,41 @@ def save_checkpoint(path: str | Path, model: nn.Module, stats: dict, trainer_sta
     if trainer_state is not None:
         torch.save(trainer_state, path / TRAINER_STATE)
     return path
+
+
+def tokenizer_record(tokenizer) -> dict[str, str]:
+    """{"tokenizer_name", "tokenizer_sha256"}: what a checkpoint's weights were saved with (safetensors metadata)."""
+    from .qwen_tokenizer import tokenizer_name, tokenizer_sha256
+
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    return {"tokenizer_name": tokenizer_name(tokenizer), "tokenizer_sha256": tokenizer_sha256(tokenizer)}
+
+
+def saved_metadata(weights: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors header."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def saved_tokenizer_record(weights: str | Path) -> dict[str, str]:
+    """The tokenizer record in a model.safetensors header ({} for files written before it existed)."""
+    meta = saved_metadata(weights)
+    return {k: meta[k] for k in ("tokenizer_name", "tokenizer_sha256") if k in meta}
+
+
+def check_tokenizer_record(tokenizer, weights: str | Path, tokenizer_source: str | Path) -> None:
+    """Refuse a tokenizer that is not the one recorded with the weights (one line saying what to pass)."""
+    want = saved_tokenizer_record(weights)
+    if not want:
+        return
+    got = tokenizer_record(tokenizer)
+    if got["tokenizer_sha256"] != want["tokenizer_sha256"]:
+        raise ValueError(f"{tokenizer_source}: tokenizer {got['tokenizer_name']} sha256 "
+                         f"{got['tokenizer_sha256'][:12]}... is not the {want['tokenizer_name']} tokenizer the "
+                         f"weights in {weights} were saved with (sha256 {want['tokenizer_sha256'][:12]}...); put "
+                         "that tokenizer.json back (re-export or re-import the checkpoint)")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_world_model: bool = True):
@@ -181,12 +219,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_w
             raise FileNotFoundError(f"{path / name}: missing from checkpoint")
     cfg = config_from_dict(json.loads((path / CONFIG).read_text()))
     tokenizer = load_tokenizer(str(path / TOKENIZER), cfg.max_action_tokens)
+    check_tokenizer_record(tokenizer, path / WEIGHTS, path / TOKENIZER)
     model = make_model(cfg, tokenizer, with_world_model=with_world_model)
     state = load_file(str(path / WEIGHTS))
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, state, ignore_unexpected=ignore)
     if report.missing or report.unexpected:
         raise KeyError(f"{path / WEIGHTS}: {report}")
+    model.raw_state_weights = saved_metadata(path / WEIGHTS).get("state_input") == "raw"
     stats = json.loads((path / STATS).read_text())
     from .prompt import PromptTokenizer
 
@@ -226,15 +266,20 @@ def map_public_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     return mapped, ignored, unmapped
 
 
-def config_from_public_yaml(yaml_path: str | Path, base: str = "paper"):
-    """Read the public config.yaml for the few values that change the model (state_dim, chunk, action_dim)."""
+def config_from_public_yaml(yaml_path: str | Path, base="paper"):
+    """Read the public config.yaml for the values that change the model, on top of `base` (a preset name or config):
+
+    action_dim, chunk (future_action_window_size + 1), and the state input: `datasets.vla_data.with_state` false
+    (the official stage 1) means no state token, whatever `action_model.state_dim` says (the public code builds the
+    state encoder anyway and never feeds it)."""
     import yaml
 
     from .config import get_config, replace
 
     data = yaml.safe_load(Path(yaml_path).read_text()) or {}
     am = (data.get("framework") or {}).get("action_model") or {}
-    cfg = get_config(base)
+    vla_data = ((data.get("datasets") or {}).get("vla_data") or {})
+    cfg = get_config(base) if isinstance(base, str) else base
     changes = {}
     if "action_dim" in am:
         changes["action_dim"] = int(am["action_dim"])
@@ -242,6 +287,8 @@ def config_from_public_yaml(yaml_path: str | Path, base: str = "paper"):
         changes["horizon"] = int(am["future_action_window_size"]) + 1
     if "state_dim" in am:
         changes["state_dim"] = int(am["state_dim"] or 0)
+    if vla_data.get("with_state") is False:
+        changes["state_dim"] = 0
     return replace(cfg, **changes) if changes else cfg
 
 
@@ -249,36 +296,44 @@ def load_public_checkpoint(pt_path: str | Path, tokenizer_json: str | Path | Non
                            with_world_model: bool = True):
     """Load a released VLA-JEPA `.pt` (+ ../config.yaml and ../dataset_statistics.json next to its folder).
 
-    Returns (model, config, stats, tokenizer, report). The tokenizer is the Qwen3-VL tokenizer.json of the base
-    model (the VLA tokens are appended in the public code's order).
+    Returns (model, config, stats, tokenizer, report). `tokenizer_json` is a Qwen3-VL tokenizer.json or folder;
+    without it the Qwen3-VL tokenizer built at install time is used (the VLA tokens are appended in the public
+    code's order). Any other vocabulary is refused: every token id would be wrong.
     """
     from .model import make_model
-    from .prompt import build_tiny_tokenizer, load_tokenizer
+    from .prompt import load_tokenizer, tokenizer_for_config
 
     pt_path = Path(pt_path)
     if not pt_path.exists():
         raise FileNotFoundError(f"{pt_path}: checkpoint missing")
     run_dir = pt_path.parent.parent
-    if cfg is None:
-        yaml_path = run_dir / "config.yaml"
-        if not yaml_path.exists():
-            raise FileNotFoundError(f"{yaml_path}: the public code keeps config.yaml one folder above the .pt")
-        cfg = config_from_public_yaml(yaml_path)
+    yaml_path = run_dir / "config.yaml"
+    if yaml_path.exists():
+        cfg = config_from_public_yaml(yaml_path, cfg if cfg is not None else "paper")
+    elif cfg is None:
+        raise FileNotFoundError(f"{yaml_path}: the public code keeps config.yaml one folder above the .pt")
     stats_path = run_dir / "dataset_statistics.json"
     if not stats_path.exists():
         raise FileNotFoundError(f"{stats_path}: dataset statistics missing")
     stats = json.loads(stats_path.read_text())
     tokenizer = load_tokenizer(str(tokenizer_json), cfg.max_action_tokens) if tokenizer_json else \
-        build_tiny_tokenizer(cfg.max_action_tokens)
+        tokenizer_for_config(cfg)
+    from .prompt import check_tokenizer_matches
+
+    check_tokenizer_matches(tokenizer, cfg, str(tokenizer_json or "the built-in tokenizer"))
     state = torch.load(pt_path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     mapped, ignored, unmapped = map_public_state_dict(state)
+    if cfg.state_dim == 0:  # trained without state: the public code's state encoder exists but never ran
+        ignored += sorted(k for k in mapped if k.startswith("action_model.state_encoder."))
+        mapped = {k: v for k, v in mapped.items() if not k.startswith("action_model.state_encoder.")}
     model = make_model(cfg, tokenizer, with_world_model=with_world_model)
     ignore = () if with_world_model else (r"vj_encoder\.", r"vj_predictor\.")
     report = load_into(model, mapped, ignore_unexpected=ignore)
     report.unexpected = sorted(set(report.unexpected) | set(unmapped))
     report.ignored = ignored  # type: ignore[attr-defined]
+    model.raw_state_weights = cfg.state_dim > 0  # the public code feeds raw state; its buffers load as identity
     return model, cfg, stats, tokenizer, report
 
 
@@ -305,6 +360,8 @@ def config_from_hf_folders(cfg, qwen_folder: str | Path | None = None, vjepa_fol
             patch_size=v["patch_size"], temporal_patch_size=v["temporal_patch_size"],
             spatial_merge_size=v["spatial_merge_size"], num_position_embeddings=v["num_position_embeddings"],
             deepstack_visual_indexes=tuple(v["deepstack_visual_indexes"]))
+        if t["vocab_size"] > 151668:  # Qwen's vocabulary (a smaller one keeps the preset's tokenizer kind)
+            changes["tokenizer"] = "qwen3-vl"
     if vjepa_folder is not None:
         c = json.loads((Path(vjepa_folder) / "config.json").read_text())
         changes["vjepa"] = VJEPAConfig(hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],

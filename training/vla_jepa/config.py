@@ -192,8 +192,14 @@ class VLAJEPAConfig:
     # the action head also reads the object head's estimate (each object relative to the gripper, added to the state
     # token); the object head then is part of the inference graph
     action_head_objects: bool = False
+    # vocabulary the weights are trained with: "byte-level" (256 byte symbols, built in), "qwen3-vl" (Qwen's BPE,
+    # built at install time from the pinned ranks), "custom" (whatever tokenizer.json comes with the checkpoint)
+    tokenizer: str = "byte-level"
 
     def __post_init__(self) -> None:
+        if self.tokenizer not in ("byte-level", "qwen3-vl", "custom"):
+            raise ValueError(f"VLAJEPAConfig.tokenizer must be 'byte-level', 'qwen3-vl' or 'custom', got "
+                             f"{self.tokenizer!r}")
         _check_positive("VLAJEPAConfig", image_size=self.image_size, num_views=self.num_views,
                         action_dim=self.action_dim, horizon=self.horizon, num_frames=self.num_frames,
                         latent_tokens_per_step=self.latent_tokens_per_step,
@@ -358,6 +364,7 @@ def _paper() -> VLAJEPAConfig:
         action_head=ActionHeadConfig(),
         image_size=256,  # 224 px client images are upsampled to 256 by Qwen's min_pixels: 64 tokens per image
         max_prompt_len=320,
+        tokenizer="qwen3-vl",
     )
 
 

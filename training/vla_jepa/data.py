@@ -621,7 +621,12 @@ class RobotDataset(torch.utils.data.Dataset):
 
 
 class VideoDataset(torch.utils.data.Dataset):
-    """Human-video samples: a window of T consecutive frames (start from `window_seed`), view duplicated."""
+    """Human-video samples: a window of T consecutive frames, view duplicated.
+
+    `ds[i]` always gives video i's same window (keyed by `window_seed` and i); `ds[(i, draw)]` draws the window from
+    (window_seed, i, draw), so a trainer passing a running sample counter as `draw` gets a fresh window every time
+    a video comes round (as the public loader's random start does), reproducibly and resumably.
+    """
 
     def __init__(self, source: VideoFolderSource, cfg: VLAJEPAConfig, tokenizer, layout: PromptLayout,
                  window_seed: int = 0) -> None:
@@ -630,11 +635,16 @@ class VideoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i, draw = key if isinstance(key, tuple) else (key, None)
         frames, label = self.source.load(i)
         cfg = self.cfg
         n = len(frames)
-        start = np.random.RandomState(self.seed * 1000003 + i).randint(0, max(1, n - cfg.num_frames + 1))
+        span = max(1, n - cfg.num_frames + 1)
+        if draw is None:
+            start = np.random.RandomState(self.seed * 1000003 + i).randint(0, span)
+        else:
+            start = int(np.random.default_rng([self.seed, i, int(draw)]).integers(0, span))
         idx = np.minimum(np.arange(start, start + cfg.num_frames), n - 1)
         clip = resize_frames(frames[idx], cfg.vjepa.crop_size).transpose(0, 3, 1, 2)  # (T, 3, S, S)
         image = resize_frames(frames[idx[0]], cfg.image_size).transpose(2, 0, 1)

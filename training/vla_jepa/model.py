@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from .action_head import FlowMatchingActionHead
 from .config import VLAJEPAConfig
-from .prompt import PromptLayout, build_tiny_tokenizer, layout_for_config
+from .prompt import PromptLayout, check_tokenizer_matches, layout_for_config, tokenizer_for_config
 from .vlm import Qwen3VLBackbone
 from .world_model import ACPredictor, VJEPA2Encoder, causal_step_features
 
@@ -34,7 +34,8 @@ class VLAJEPA(nn.Module):
         super().__init__()
         self.cfg = cfg
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # unwrap a PromptTokenizer
-        self.tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(cfg.max_action_tokens)
+        self.tokenizer = tokenizer if tokenizer is not None else tokenizer_for_config(cfg)
+        check_tokenizer_matches(self.tokenizer, cfg)
         if self.tokenizer.get_vocab_size(with_added_tokens=True) > cfg.text.vocab_size:
             raise ValueError(f"tokenizer has {self.tokenizer.get_vocab_size()} tokens > text.vocab_size="
                              f"{cfg.text.vocab_size}")
@@ -50,6 +51,9 @@ class VLAJEPA(nn.Module):
             nn.LayerNorm(cfg.text.hidden_size), nn.Linear(cfg.text.hidden_size, cfg.text.hidden_size), nn.GELU(),
             nn.Linear(cfg.text.hidden_size, 3 * cfg.num_aux_objects)) if cfg.num_aux_objects else None
         self.with_world_model = with_world_model
+        # True for released weights trained on raw state (their state buffers are identity): training keeps state
+        # raw by default (train.py); recorded in the checkpoint
+        self.raw_state_weights = False
         if with_world_model:
             self.vj_encoder = VJEPA2Encoder(cfg.vjepa)
             self.vj_encoder.requires_grad_(False)  # frozen target encoder: no grad, no EMA

@@ -55,8 +55,42 @@ def build_tiny_tokenizer(max_action_tokens: int = 28) -> Tokenizer:
 
 
 def load_tokenizer(path: str, max_action_tokens: int = 28) -> Tokenizer:
-    """Load a tokenizer.json (a Qwen3-VL one or ours) and make sure the VLA tokens exist."""
-    return add_vla_tokens(Tokenizer.from_file(str(path)), max_action_tokens)
+    """Load a tokenizer.json, or the tokenizer.json of a folder (a Hugging Face Qwen3-VL folder, one of our
+    checkpoints or bundles), and make sure the VLA tokens exist."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no tokenizer.json there (pass a tokenizer.json or a folder holding one)")
+    return add_vla_tokens(Tokenizer.from_file(str(p)), max_action_tokens)
+
+
+def tokenizer_for_config(cfg) -> Tokenizer:
+    """The tokenizer a preset is made with: "qwen3-vl" = the Qwen3-VL tokenizer built at install time,
+    "byte-level" = `build_tiny_tokenizer` (both with the VLA tokens)."""
+    if cfg.tokenizer == "qwen3-vl":
+        from .qwen_tokenizer import qwen3vl_tokenizer
+
+        return add_vla_tokens(qwen3vl_tokenizer(), cfg.max_action_tokens)
+    if cfg.tokenizer == "byte-level":
+        return build_tiny_tokenizer(cfg.max_action_tokens)
+    raise ValueError(f"config tokenizer={cfg.tokenizer!r} has no built-in tokenizer: pass one (a tokenizer.json or a "
+                     "folder holding one)")
+
+
+def check_tokenizer_matches(tokenizer: Tokenizer, cfg, source: str = "") -> None:
+    """Refuse a tokenizer whose vocabulary is not the one the config's weights were trained with."""
+    from .qwen_tokenizer import tokenizer_name
+
+    got = tokenizer_name(tokenizer)
+    if cfg.tokenizer in ("qwen3-vl", "byte-level") and got != cfg.tokenizer:
+        hint = ("pass the Qwen3-VL tokenizer (a Qwen3-VL folder or its tokenizer.json), or none to use the one "
+                "`make install` built" if cfg.tokenizer == "qwen3-vl" else
+                "pass none (the byte-level tokenizer is built in) or the checkpoint's own tokenizer.json")
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}the weights expect the {cfg.tokenizer} tokenizer but got a {got} one: {hint}")
 
 
 def _token_id(tokenizer: Tokenizer, token: str) -> int:

@@ -36,6 +36,35 @@ from .prompt import load_tokenizer
 from .recover import is_bundle, model_from_bundle
 
 
+# The public code's two recipes (scripts/config/vlajepa_cotrain.yaml, vlajepa_robot_ft.yaml) in optimizer steps, on
+# 8 GPUs: stage 1 = 50k iterations of one robot + one video step (100k optimizer steps; its scheduler is stepped per
+# optimizer step there too, so 5000 warmup steps are the same steps), 16 + 16 samples per GPU, no state; stage 2 =
+# 30k steps of 32 per GPU with raw 8-d state. Both: AdamW (0.9, 0.95), VLM 1e-5, head 1e-4, predictor 3e-5,
+# cosine to 1e-6, clip 1.0, bf16. `--recipe` sets these; flags given after it on the command line do not override it.
+RECIPES: dict[str, dict] = {
+    "official-stage1": {"train": dict(stage=1, total_steps=100_000, batch_size=128, video_batch_size=128,
+                                      warmup_steps=5000, lr_vlm=1e-5, lr_action_head=1e-4, lr_predictor=3e-5,
+                                      min_lr=1e-6, grad_clip=1.0, bf16=True, wm_weight_robot=0.1,
+                                      wm_weight_video=1.0),
+                        "state_dim": 0},
+    "official-stage2": {"train": dict(stage=2, total_steps=30_000, batch_size=256, warmup_steps=5000, lr_vlm=1e-5,
+                                      lr_action_head=1e-4, lr_predictor=3e-5, min_lr=1e-6, grad_clip=1.0, bf16=True,
+                                      wm_weight_robot=0.1),
+                        "state_dim": 8, "normalize_state": False, "normalize_released_state": False},
+}
+
+
+def apply_recipe(args: "TrainArgs") -> "TrainArgs":
+    """`args` with a named recipe's settings (RECIPES) in place; no recipe: unchanged."""
+    if not args.recipe:
+        return args
+    if args.recipe not in RECIPES:
+        raise ValueError(f"--recipe {args.recipe!r}: known recipes are {sorted(RECIPES)}")
+    r = RECIPES[args.recipe]
+    return replace(args, train=replace(args.train, **r["train"]),
+                   **{k: v for k, v in r.items() if k != "train"})
+
+
 @dataclass
 class TrainArgs:
     """Command-line arguments of `vla-jepa-train`."""
@@ -56,6 +85,11 @@ class TrainArgs:
     grasp_repeat: int = 1  # >1: the steps up to each gripper close appear this many times per epoch (oversampling)
     grasp_window: int = 10  # how many steps up to (and with) each close count as the grasp
     normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
+    normalize_released_state: bool = False  # released VLA-JEPA weights learnt raw state (--public-pt, or a checkpoint
+    #   made by `vla-jepa import`): they keep it raw unless this is set
+    state_dim: int = -1  # -1: the preset's (or --init-from's); 0: no state token (the official stage 1); with
+    #   --init-from a different value drops or adds the state encoder (a new one starts untrained)
+    tokenizer: str | None = None  # tokenizer.json or a folder with one; default: the preset's (paper: Qwen3-VL)
     video_dir: str | None = None  # human videos for stage 1
     video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
     resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
@@ -68,6 +102,7 @@ class TrainArgs:
     public_pt: str | None = None  # released VLA-JEPA .pt to start from
     qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
     vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
+    recipe: str = ""  # "official-stage1" / "official-stage2": the public code's settings (RECIPES); "" = flags
     device: str = "cpu"
     threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
     progress: bool = True
@@ -140,6 +175,10 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
+
+
+def rank_of_env() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def dist_info() -> tuple[int, int]:
@@ -325,6 +364,21 @@ def with_more_objects(model: VLAJEPA, objects: dict) -> VLAJEPA:
     return new
 
 
+def with_state_dim(model: VLAJEPA, state_dim: int) -> VLAJEPA:
+    """The same weights with another state input size (-1 keeps it): 0 drops the state token and its encoder (the
+    official stage 1 runs without state); a new size gets a freshly initialised state encoder. Everything else
+    loads by name and shape."""
+    if state_dim < 0 or state_dim == model.cfg.state_dim:
+        return model
+    new = make_model(replace(model.cfg, state_dim=state_dim), model.tokenizer, with_world_model=model.with_world_model)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("action_model.state_")}
+    report = load_into(new, old)
+    if report.unexpected or not all(k.startswith("action_model.state_") for k in report.missing):
+        raise KeyError(f"changing state_dim {model.cfg.state_dim} -> {state_dim}: {report}")
+    new.raw_state_weights = getattr(model, "raw_state_weights", False) and state_dim > 0
+    return new
+
+
 def build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     torch.manual_seed(args.train.seed)
     model = _build_model(args, cfg)
@@ -335,18 +389,20 @@ def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
     if args.init_from and is_bundle(args.init_from):
         model, _, report = model_from_bundle(args.init_from, cfg.num_aux_objects, seed=args.train.seed)
         print(f"{args.init_from}: {report}", flush=True)
-        return with_sizes(model, args.image_size_px, args.max_prompt_len)
+        return with_state_dim(with_sizes(model, args.image_size_px, args.max_prompt_len), args.state_dim)
     if args.init_from:
         model, _, _, _ = load_checkpoint(args.init_from)
-        return with_sizes(model, args.image_size_px, args.max_prompt_len)
+        return with_state_dim(with_sizes(model, args.image_size_px, args.max_prompt_len), args.state_dim)
+    tok_source = args.tokenizer or (args.qwen_folder if args.qwen_folder and
+                                    (Path(args.qwen_folder) / "tokenizer.json").exists() else None)
     if args.public_pt:
-        tok_json = Path(args.qwen_folder) / "tokenizer.json" if args.qwen_folder else None
-        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_json, cfg)
+        model, _, _, _, report = load_public_checkpoint(args.public_pt, tok_source, cfg)  # + the release's yaml
         print(f"loaded {args.public_pt}: {report}")
-        return model
+        return with_state_dim(model, args.state_dim)
     cfg = config_from_hf_folders(cfg, args.qwen_folder, args.vjepa_folder)
-    tokenizer = load_tokenizer(str(Path(args.qwen_folder) / "tokenizer.json"), cfg.max_action_tokens) \
-        if args.qwen_folder else None
+    if args.state_dim >= 0:
+        cfg = replace(cfg, state_dim=args.state_dim)
+    tokenizer = load_tokenizer(tok_source, cfg.max_action_tokens) if tok_source else None
     model = make_model(cfg, tokenizer)
     if args.qwen_folder:
         check_qwen_preprocessor(args.qwen_folder, cfg)
@@ -358,6 +414,7 @@ def _build_model(args: TrainArgs, cfg: VLAJEPAConfig) -> VLAJEPA:
 
 def train(args: TrainArgs) -> dict:
     """Run training; returns {"checkpoint": path, "metrics": last metrics row, "samples_per_s": float}."""
+    args = apply_recipe(args)
     tcfg = args.train
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -400,13 +457,19 @@ def train(args: TrainArgs) -> dict:
         summary = state_stats(stats)
         head = model.action_model
         never_set = bool((head.state_mean == 0).all() and (head.state_std == 1).all())
+        raw_trained = getattr(model, "raw_state_weights", False)  # released weights: identity buffers, raw state
+        normalize_state = args.normalize_released_state if raw_trained else args.normalize_state
+        if raw_trained and not normalize_state and cfg.state_dim and rank_of_env() == 0:
+            print("state stays raw: these weights were trained on raw state (--normalize-released-state "
+                  "standardises it)", flush=True)
         if args.init_from and args.keep_action_stats and not never_set:
             stats = _kept_action_stats(stats, load_stats(Path(args.init_from) / STATS),
                                        args.init_from)
         # a fine-tune keeps the statistics its model learnt with; a model that never had any (new, or pretrained
         # without actions) takes this dataset's
-        if args.normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
+        if normalize_state and cfg.state_dim and summary and tcfg.action_loss_weight > 0 and never_set:
             head.set_state_normalization(summary["mean"], summary["std"])
+            model.raw_state_weights = False
         if head.object_encoder is not None and objects and bool((head.object_mean == 0).all()
                                                                 and (head.object_std == 1).all()):
             head.set_object_normalization(objects["mean_m"], objects["std_m"])
@@ -481,7 +544,8 @@ def train(args: TrainArgs) -> dict:
             mine = list(range(rank * lb, (rank + 1) * lb))
             samples = []
             for pos in mine:
-                s = ds[idx[pos]]
+                # a video's 8-frame window is drawn afresh each time it comes round (keyed by the sample counter)
+                s = ds[idx[pos]] if kind == "robot" else ds[(idx[pos], step * gb + pos)]
                 if kind == "robot":
                     s["sample_seed"] = torch.tensor(tcfg.seed * 1_000_003 + step * gb + pos, dtype=torch.long)
                 samples.append(s)

@@ -38,8 +38,9 @@ FULL_SCALE_ROT_RAD = 0.5  # ... or rotates 0.5 rad
 NUM_WAIT_STEPS = 10
 CLIENT_IMAGE_PX = 224
 CHUNK_STEPS = 7
-# Conventional max policy steps per suite (OpenVLA / VLA-JEPA eval scripts); LIBERO-PRO variants inherit them.
-MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+# Max policy steps per suite as in the public VLA-JEPA evaluation (examples/LIBERO/eval_libero.py, latest version:
+# 250 / 280 / 300 / 520 / 400; OpenVLA's script allows 220 on spatial); LIBERO-PRO variants inherit them.
+MAX_STEPS = {"libero_spatial": 250, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 PRO_SUFFIXES = ("_lan", "_object", "_swap", "_task")
 INSTRUCTION_FROM_ENV = ("_lan", "_task")  # suites whose perturbed instruction lives only in the env
 UNITS = ("libero", "robot")

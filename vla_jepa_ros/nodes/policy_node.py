@@ -14,7 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
 
 from ..core.images import decode_compressed
-from ..core.types import TaskState, robot_state_vector
+from ..core.types import ACTION_SPACE_DELTA_EE, STATE_DIM_NAMES, TaskState, robot_state_vector
 from ..ros.auth import declare_auth, sign_message, verify_message
 from ..ros.conversions import chunk_to_msg, image_to_rgb, stamp_to_s
 from ..ros.diagnostics import DiagnosticsPublisher
@@ -25,6 +25,9 @@ from ..runtime.factory import BackendParams, make_model_policy
 from ..runtime.policy_loop import PolicyLoop
 
 POLICIES = ("expert", "bundle")
+# the controller executes franka_delta_ee chunks and this node feeds our state vector: a bundle made for other
+# conventions (e.g. released LIBERO weights through `vla-jepa import`) is refused at load time
+STACK_CONVENTIONS = {"action_space": ACTION_SPACE_DELTA_EE, "state_dim_names": STATE_DIM_NAMES}
 TRANSPORTS = ("raw", "compressed")
 
 
@@ -72,7 +75,7 @@ def make_policy(config: PolicyNodeConfig, backend: BackendParams):
         return ScriptedExpertPolicy(ExpertConfig(aim_noise_m=config.expert_aim_noise_m,
                                                  aim_noise_seed=config.expert_aim_noise_seed))
     return make_model_policy(config.bundle_path, backend, cameras=config.cameras, image_size_px=config.image_size_px,
-                             action_dim=config.action_dim, horizon=config.horizon)
+                             action_dim=config.action_dim, horizon=config.horizon, **STACK_CONVENTIONS)
 
 
 class PolicyNode(Node):

@@ -259,6 +259,7 @@ _COMPARED: dict[str, Any] = {
     "action_space": lambda m: m.action_space,
     "action_dim_names": lambda m: tuple(m.action_dim_names),
     "state_dim": lambda m: m.state_dim,
+    "state_dim_names": lambda m: tuple(m.state_dim_names),  # not compared when the bundle takes no state
     "step_period_s": lambda m: m.step_period_s,
 }
 
@@ -267,7 +268,7 @@ def check_compatible(manifest: Manifest, **params: Any) -> None:
     """Raise BundleError listing every parameter whose value disagrees with the manifest (both values named).
 
     Accepted keys: cameras, image_size_px, action_dim, horizon, action_space, action_dim_names, state_dim,
-    step_period_s. A value of None (or 0 for sizes) means "take the bundle's".
+    state_dim_names, step_period_s. A value of None (or 0 for sizes) means "take the bundle's".
     """
     unknown = set(params) - set(_COMPARED)
     if unknown:
@@ -279,6 +280,8 @@ def check_compatible(manifest: Manifest, **params: Any) -> None:
             continue
         want = tuple(value) if isinstance(value, (list, tuple)) else value
         have = _COMPARED[key](manifest)
+        if key == "state_dim_names" and not have:
+            continue
         same = abs(want - have) < 1e-9 if isinstance(have, float) else want == have
         if not same:
             problems.append(f"{key}: bundle has {_fmt(have)}, node parameter says {_fmt(want)}")

@@ -49,6 +49,10 @@ class ExportConfig:
     parity_cases: int = 3
     torch_weights: bool = True  # copy an inference-only checkpoint into the bundle (TorchBackend)
     overwrite: bool = False
+    # conventions of the weights, when they are not this stack's (franka_delta_ee actions, STATE_DIM_NAMES state):
+    # released LIBERO weights act in LIBERO controller units on LIBERO's state; the policy node refuses such a bundle
+    action_space: str = ""  # default: franka_delta_ee for 7-d actions
+    state_names: tuple[str, ...] = ()  # default: STATE_DIM_NAMES for an 8-d state
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -213,6 +217,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
     if len(config.cameras) != cfg.num_views:
         raise ValueError(f"cameras={list(config.cameras)} ({len(config.cameras)}) but the model takes "
                          f"num_views={cfg.num_views} images")
+    if config.state_names and len(config.state_names) != cfg.state_dim:
+        raise ValueError(f"state_names has {len(config.state_names)} names, the model takes state_dim={cfg.state_dim}")
     tag, action_stats = _select_stats(stats, config.embodiment_tag)
     if len(action_stats["min"]) != cfg.action_dim:
         raise ValueError(f"stats have {len(action_stats['min'])} action dims, model action_dim={cfg.action_dim}")
@@ -253,9 +259,9 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
                     "num_views": cfg.num_views, "image_tokens_per_view": cfg.image_tokens_per_view,
                     "num_transitions": cfg.num_transitions, "latent_tokens_per_step": cfg.latent_tokens_per_step,
                     "num_embodied_tokens": cfg.num_embodied_tokens, "max_action_tokens": cfg.max_action_tokens,
-                    "template": "vla_jepa.prompt.ROBOT_TEMPLATE"},
-            state_dim_names=_state_names(cfg.state_dim),
-            action_space=ACTION_SPACE_DELTA_EE if cfg.action_dim == 7 else "custom",
+                    "template": "vla_jepa.prompt.ROBOT_TEMPLATE", "tokenizer": _tokenizer_entry(tokenizer)},
+            state_dim_names=tuple(config.state_names) or _state_names(cfg.state_dim),
+            action_space=config.action_space or (ACTION_SPACE_DELTA_EE if cfg.action_dim == 7 else "custom"),
             action_dim_names=DELTA_EE_DIM_NAMES if cfg.action_dim == 7 else tuple(f"a{i}" for i in
                                                                                   range(cfg.action_dim)),
             horizon=cfg.horizon, step_period_s=config.step_period_s, num_euler_steps=cfg.num_euler_steps,
@@ -283,6 +289,14 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
             shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote bundle {model_id} to {out_dir}")
     return load_bundle(out_dir)
+
+
+def _tokenizer_entry(tokenizer) -> dict:
+    """{name, sha256} of the bundle's tokenizer (vla_jepa.qwen_tokenizer identity: the ids it produces)."""
+    from vla_jepa.checkpoint import tokenizer_record
+
+    rec = tokenizer_record(tokenizer)
+    return {"name": rec["tokenizer_name"], "sha256": rec["tokenizer_sha256"]}
 
 
 def _state_names(n: int) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core.images import check_rgb, to_model_input
 from ..core.types import ActionChunk, Observation
-from .bundle import Bundle
+from .bundle import Bundle, BundleError
 
 
 class Policy(Protocol):
@@ -43,6 +43,22 @@ class NonFiniteActionError(RuntimeError):
     """The model produced NaN or Inf; the chunk is dropped."""
 
 
+def check_bundle_tokenizer(bundle: Bundle, tokenizer) -> None:
+    """Refuse a bundle whose tokenizer.json is not the tokenizer its manifest records (bundles made before the
+    record existed are not checked)."""
+    from vla_jepa.qwen_tokenizer import tokenizer_name, tokenizer_sha256
+
+    want = bundle.manifest.prompt.get("tokenizer")
+    if not want:
+        return
+    sha = tokenizer_sha256(tokenizer)
+    if sha != want.get("sha256"):
+        raise BundleError(f"{bundle.tokenizer_path}: a {tokenizer_name(tokenizer)} tokenizer (sha256 {sha[:12]}...) "
+                          f"but the manifest records the {want.get('name')} tokenizer (sha256 "
+                          f"{str(want.get('sha256'))[:12]}...): re-export the bundle with `vla-jepa export` or "
+                          "`vla-jepa import`")
+
+
 class PromptCache:
     """Tokenises an instruction into the bundle's fixed-length prompt, re-tokenising only when it changes."""
 
@@ -52,6 +68,7 @@ class PromptCache:
         p = bundle.manifest.prompt
         self._encode = encode_instruction
         self._tokenizer = load_tokenizer(str(bundle.tokenizer_path), int(p.get("max_action_tokens", 28)))
+        check_bundle_tokenizer(bundle, self._tokenizer)
         self._kwargs = dict(max_len=int(p["max_prompt_len"]), num_views=int(p["num_views"]),
                             image_tokens_per_view=int(p["image_tokens_per_view"]),
                             num_transitions=int(p["num_transitions"]), latent_per_step=int(p["latent_tokens_per_step"]),
