@@ -1,5 +1,5 @@
 """quant.py: E4M3 linear layers. The CPU emulation computes what torch._scaled_mm computes (the GPU path; torch
-2.13 runs it on the CPU too), quantisation clamps instead of overflowing to NaN, rules pick modules by name, and
+2.13 runs it on the CPU too), per-token scales keep one outlier token from flattening the others, rules pick modules by name, and
 the tiny and small presets keep chunk cosine >= 0.999 to the unquantised model."""
 
 import copy
@@ -34,7 +34,7 @@ def test_emulation_equals_scaled_mm(scaling, dtype):
     assert emu.weight_fp8.dtype == FP8 and emu.weight_scale.shape == (() if scaling == "tensor" else (48, 1))
 
 
-def test_weights_round_to_e4m3_and_outliers_clamp_instead_of_nan():
+def test_weights_round_to_e4m3_and_per_token_scales_isolate_an_outlier():
     lin = nn.Linear(16, 16, bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.arange(256, dtype=torch.float32).view(16, 16) / 255 * 448)  # amax 448: scale 1
@@ -47,7 +47,9 @@ def test_weights_round_to_e4m3_and_outliers_clamp_instead_of_nan():
         out = Fp8Linear(lin, scaling, mode="emulate")(x)
         assert torch.isfinite(out).all()
     per_token = Fp8Linear(lin, "channel", mode="emulate")(x)
-    assert torch.allclose(per_token[0], lin(x[:1]).squeeze(0) * 1, rtol=0.07)
+    assert torch.allclose(per_token[0], lin(x[:1]).squeeze(0), rtol=0.07)
+    per_tensor = Fp8Linear(lin, "tensor", mode="emulate")(x)
+    assert not torch.allclose(per_tensor[0], lin(x[:1]).squeeze(0), rtol=0.07)  # row 0 underflows
 
 
 def test_rules_pick_modules_by_name_first_match_wins():
