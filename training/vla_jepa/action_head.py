@@ -213,14 +213,14 @@ class FlowMatchingActionHead(nn.Module):
         object encoder) -> velocity (B, H, A)."""
         b = x_t.shape[0]
         tokens = self.action_encoder(x_t, t_bucket) + self.position_embedding.weight[None, :x_t.shape[1]]
-        out = self.model(torch.cat([self.fixed_tokens(b, tokens.dtype, state, objects), tokens], dim=1), embodied,
+        out = self.model(torch.cat(self.fixed_tokens(b, tokens.dtype, state, objects) + [tokens], dim=1), embodied,
                          t_bucket)
         return self.action_decoder(out[:, -x_t.shape[1]:])
 
     def fixed_tokens(self, b: int, dtype: torch.dtype, state: torch.Tensor | None,
-                     objects: torch.Tensor | None = None) -> torch.Tensor:
-        """The tokens before the action tokens, the same in every Euler step: [state (with an encoder) |
-        future tokens] -> (B, 1 + 32 or 32, D)."""
+                     objects: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The tokens before the action tokens, the same in every Euler step: [state (B, 1, D) (with an encoder),
+        future tokens (B, 32, D)]."""
         parts = [self.future_tokens.weight[None].expand(b, -1, -1)]
         if self.state_encoder is not None:
             if state is None:
@@ -232,7 +232,7 @@ class FlowMatchingActionHead(nn.Module):
                     raise ValueError("this action head reads the object estimate; pass objects (B, 3N)")
                 token = token + self.object_encoder(self.object_offsets(objects.to(dtype), raw))
             parts.insert(0, token[:, None])
-        return torch.cat(parts, dim=1)
+        return parts
 
     def set_state_normalization(self, mean, std, min_std: float = 1e-2) -> None:
         """mean, std (state_dim,) in robot units (dataset statistics); std is floored at `min_std` so a nearly
@@ -360,7 +360,7 @@ class FusedEulerSampler(nn.Module):
         head, dit = self.head, self.head.model
         x = noise.to(embodied.dtype)
         b, horizon = x.shape[:2]
-        fixed = head.fixed_tokens(b, x.dtype, state, objects)  # (B, S+32, D): the same in every step
+        fixed = torch.cat(head.fixed_tokens(b, x.dtype, state, objects), dim=1)  # (B, S+32, D): same every step
         kv = []  # cross-attention keys/values of the embodied states, per cross block
         for blk in dit.transformer_blocks:
             if blk.cross:

@@ -201,11 +201,14 @@ class TextAttention(nn.Module):
         mask is then (B, 1, L, P + L)."""
         b, l, _ = x.shape  # (B, L, D)
         q = self.q_norm(self.q_proj(x).view(b, l, self.h, self.hd)).transpose(1, 2)  # (B, H, L, hd)
-        k, v = self.key_value(x, cos, sin)  # (B, KV, L, hd)
-        q = q * cos[:, None] + rotate_half(q) * sin[:, None]
+        k = self.k_norm(self.k_proj(x).view(b, l, self.kv, self.hd)).transpose(1, 2)  # (B, KV, L, hd)
+        v = self.v_proj(x).view(b, l, self.kv, self.hd).transpose(1, 2)
+        cos, sin = cos[:, None], sin[:, None]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin  # the same as key_value (kept inline: the exported graph's node order)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, KV, P + L, hd)
-        s = k.shape[2]
+        s = l if past is None else k.shape[2]
         rep = self.h // self.kv  # grouped-query attention: repeat K/V heads explicitly (exports everywhere)
         k = k[:, :, None].expand(b, self.kv, rep, s, self.hd).reshape(b, self.h, s, self.hd)
         v = v[:, :, None].expand(b, self.kv, rep, s, self.hd).reshape(b, self.h, s, self.hd)
