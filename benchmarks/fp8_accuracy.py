@@ -133,17 +133,22 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         del model
 
-    print("\n| preset | weights | group | fp8 layers | cosine vs bf16 | max abs err | holds (>= 0.999) |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"FP8 E4M3 ({args.scaling} scales, {results[0]['fp8_numerics'] if results else ''}) vs the bf16 model, "
+             "action chunk of the worst sample", "",
+             "| preset | weights | group | fp8 layers | cosine vs bf16 | max abs err | holds (>= 0.999) |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         b = r["bf16_vs_fp32"]
-        print(f"| {r['preset']} | {r['weights']} | (bf16 vs fp32) | - | {b['cosine']:.6f} | {b['max_abs_err']:.2e} | - |")
+        lines.append(f"| {r['preset']} | {r['weights']} | (bf16 vs fp32, for scale) | - | {b['cosine']:.6f} | "
+                     f"{b['max_abs_err']:.2e} | - |")
         for name, g in r["groups"].items():
-            print(f"| {r['preset']} | {r['weights']} | {name} | {g['fp8_layers']} | {g['cosine']:.6f} | "
-                  f"{g['max_abs_err']:.2e} | {'yes' if g['holds'] else 'NO'} |")
+            lines.append(f"| {r['preset']} | {r['weights']} | {name} | {g['fp8_layers']} | {g['cosine']:.6f} | "
+                         f"{g['max_abs_err']:.2e} | {'yes' if g['holds'] else 'NO'} |")
+    print("\n" + "\n".join(lines))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "fp8_accuracy.json").write_text(json.dumps(results, indent=2))
+        (Path(args.out) / "fp8_accuracy.md").write_text("\n".join(lines) + "\n")
     return 0
 
 
