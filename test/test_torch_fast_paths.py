@@ -104,3 +104,16 @@ def test_scaled_mm_on_cuda_equals_the_cpu_emulation(model):
     for seed in range(3):
         inp = _inputs(model, seed=seed)
         assert chunk_metrics(torch.from_numpy(emu.run(inp)[0]), torch.from_numpy(gpu.run(inp)[0]))["cosine"] > 0.999
+
+
+def test_node_parameters_reach_the_torch_backend():
+    """The policy node declares BackendParams' fields as parameters; the fast-path ones reach TorchBackend."""
+    from .runtime_fixtures import tiny_bundle
+    from vla_jepa_ros.runtime.bundle import load_bundle
+    from vla_jepa_ros.runtime.factory import BackendParams, make_backend
+
+    backend = make_backend(load_bundle(tiny_bundle()), BackendParams(
+        backend="torch", torch_prefix_cache=True, torch_fused_head=True, torch_fp8="lm"))
+    c = backend.config
+    assert c.prefix_cache and c.fused_head and c.fp8 == "lm"
+    assert any(v == "fp8" for v in backend.fp8_plan.values())
