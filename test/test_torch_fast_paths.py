@@ -54,6 +54,21 @@ def test_prefix_cache_and_fused_head_give_the_plain_chunk_and_follow_the_prompt(
     assert not np.allclose(plain.run(calls[0])[0], plain.run(calls[3])[0], atol=1e-3)  # the prompt matters
 
 
+def test_graph_path_buffers_follow_the_prompt(model):
+    """The CUDA-graph path's static buffers, replayed eagerly on the CPU: a new prompt of the same unpadded length
+    refills the captured task buffers, another length captures again, and every chunk equals the plain one."""
+    plain = _backend(model)
+    fast = _backend(model, prefix_cache=True, fused_head=True)
+    fast.static_buffers_on_cpu = True
+    captures = []
+    for instruction, seed in (("pick up the red cube", 0), ("pick up the red cube", 1), ("pick up the red ball", 2),
+                              ("open the drawer", 3), ("pick up the red cube", 4)):
+        inp = _inputs(model, instruction, seed)
+        np.testing.assert_allclose(fast.run(inp)[0], plain.run(inp)[0], atol=2e-5)
+        captures.append(fast.captures)
+    assert captures == [1, 1, 1, 2, 3]  # "ball" has the length of "cube": refilled, not captured again
+
+
 def test_fp8_emulated_holds_the_gate_and_leaves_the_callers_model_alone(model):
     plain = _backend(model)
     fp8 = _backend(model, fp8="all", fp8_scaling="channel", prefix_cache=True, fused_head=True)

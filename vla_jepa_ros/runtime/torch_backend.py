@@ -160,6 +160,14 @@ def _fused_head_module(model):
     return FusedHead().eval()
 
 
+class _EagerReplay:
+    """Where no GPU is: stands in for a captured CUDA graph by running the same call on the same static buffers,
+    so the graph path's buffer handling (copy in, task refill or new capture, read out) runs on the CPU too."""
+
+    def __init__(self, fn) -> None:
+        self.replay = fn
+
+
 class TorchBackend:
     """Runs VLA-JEPA's inference path in torch as two stages: VLM prefix, then the Euler-integrated DiT head."""
 
@@ -192,6 +200,9 @@ class TorchBackend:
         self._torch = torch
         self._task_key: tuple[bytes, bytes] | None = None
         self._task: dict = {}  # task tensors of the current prompt (prefix_cache)
+        # the CUDA-graph path (static buffers) with eager replays on a CPU: for tests of its buffer handling
+        self.static_buffers_on_cpu = False
+        self.captures = 0  # graph captures so far (a new prompt length captures again)
         if config.compile:
             self.prefix = torch.compile(self.prefix, mode=config.compile_mode, fullgraph=False)
             self.head = torch.compile(self.head, mode=config.compile_mode, fullgraph=False)
@@ -240,7 +251,7 @@ class TorchBackend:
                 self._sync()
                 stages["resize_ms"] = (time.perf_counter() - t_resize) * 1e3
             task_changed = self._update_task(inputs, x, stages)
-            if self.config.cuda_graphs:
+            if self.config.cuda_graphs or self.static_buffers_on_cpu:
                 return self._run_graphs(x, stages, task_changed)
             t0 = time.perf_counter()
             embodied = self.prefix(*self._prefix_args(x).values())  # (1, 32, D)
@@ -322,9 +333,17 @@ class TorchBackend:
         x: the prefix inputs in order, then state and noise."""
         torch = self._torch
         static = {k: v.clone() for k, v in x.items()}
+        prefix_args = [static[k] for k in x if k not in ("state", "noise")]
+        if self.device.type != "cuda":  # static_buffers_on_cpu
+            static["embodied"] = self.prefix(*prefix_args)
+            static["actions"] = self.head(static["embodied"], static["state"], static["noise"])
+            self._graphs = (_EagerReplay(lambda: static["embodied"].copy_(self.prefix(*prefix_args))),
+                            _EagerReplay(lambda: static["actions"].copy_(self.head(static["embodied"], static["state"],
+                                                                                   static["noise"]))), static)
+            self.captures += 1
+            return
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        prefix_args = [static[k] for k in x if k not in ("state", "noise")]
         with torch.cuda.stream(side):
             for _ in range(3):
                 emb = self.prefix(*prefix_args)
@@ -336,3 +355,4 @@ class TorchBackend:
         with torch.cuda.graph(g_head):
             static["actions"] = self.head(static["embodied"], static["state"], static["noise"])
         self._graphs = (g_prefix, g_head, static)
+        self.captures += 1
