@@ -14,13 +14,14 @@ py=${PYTHON:-python3}
 if [ "${2:-}" = "--cpu" ]; then
     dev=(--device cpu --preset tiny --iterations 5 --warmup 1); acc=(--device cpu --presets tiny)
 else
-    dev=(--compile --budget-s 300); acc=(--device cuda --presets paper --samples 2)
+    dev=(--compile --budget-s 260); acc=(--device cuda --presets paper --samples 2)
     { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
       $py -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda)"
     } 2>&1 | tee "$out/card.txt"
-    timeout 60 $py -m pytest -o addopts="" -p no:cacheprovider -q -m gpu -rs test/test_torch_fast_paths.py 2>&1 \
+    timeout 120 $py -m pytest -o addopts="" -p no:cacheprovider -q -m gpu -rs test/test_torch_fast_paths.py \
+        test/test_backends.py 2>&1 \
         | tee "$out/pytest_gpu.log"
 fi
-timeout 400 $py benchmarks/gpu_paper_fast.py "${dev[@]}" --out "$out" 2>&1 | tee "$out/fast.log"
+timeout 360 $py benchmarks/gpu_paper_fast.py "${dev[@]}" --out "$out" 2>&1 | tee "$out/fast.log"
 timeout 80 $py benchmarks/fp8_accuracy.py "${acc[@]}" --out "$out" 2>&1 | tee "$out/fp8_accuracy.log"
 $py benchmarks/gpu_fast_table.py "$out"/fast_*.json > "$out/table.md" && cat "$out/table.md"
