@@ -25,7 +25,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         out.append(f"{r['card']}, torch {r['torch']}, preset {r['preset']} ({r['params_m']:.0f} M params, "
                    f"{r['views']} x {r['image_px']} px, prompt {r['prompt_len']} tokens of which "
-                   f"{r['prompt_tokens_unpadded']} unpadded, {r['euler_steps']} Euler steps), batch 1, "
+                   f"{r['prompt_tokens_unpadded']} unpadded ({r.get('tokenizer', 'byte-level')} tokenizer), "
+                   f"{r['euler_steps']} Euler steps), batch 1, "
                    f"{r['iterations']} calls; ms as median / p99; FP8 rules `{r['fp8_rules']}`, "
                    f"{r['fp8_scaling']} scales")
         out.append("")

@@ -62,6 +62,8 @@ def main() -> int:
     p.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     p.add_argument("--budget-s", type=float, default=420.0, help="start no variant after this many seconds")
     p.add_argument("--out", default="", help="folder for fast_<preset>.json")
+    p.add_argument("--tokenizer", default="", help="a tokenizer.json (e.g. Qwen3-VL's) instead of the presets' "
+                   "byte-level one: the real prompt length, so the padding prefix-reuse leaves out")
     args = p.parse_args()
 
     import torch
@@ -81,7 +83,12 @@ def main() -> int:
     card = torch.cuda.get_device_name(0) if cuda else "CPU"
     cfg = get_config(args.preset)
     torch.manual_seed(0)
-    model = make_model(cfg, with_world_model=False, device=args.device).eval()
+    tokenizer = None
+    if args.tokenizer:
+        from vla_jepa.prompt import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer, cfg.max_action_tokens)
+    model = make_model(cfg, tokenizer, with_world_model=False, device=args.device).eval()
     n_params = sum(q.numel() for q in model.parameters())
     words = "put the red cube in the bowl".split()  # the byte-level tokenizer fits fewer words than Qwen's
     while True:
@@ -96,7 +103,8 @@ def main() -> int:
     head = {"card": card, "torch": torch.__version__, "preset": cfg.name, "params_m": n_params / 1e6,
             "views": cfg.num_views, "image_px": cfg.image_size, "prompt_len": cfg.max_prompt_len,
             "prompt_tokens_unpadded": prompt_tokens, "euler_steps": cfg.num_euler_steps,
-            "iterations": args.iterations, "fp8_rules": args.fp8, "fp8_scaling": args.fp8_scaling}
+            "iterations": args.iterations, "fp8_rules": args.fp8, "fp8_scaling": args.fp8_scaling,
+            "tokenizer": Path(args.tokenizer).name if args.tokenizer else "byte-level"}
     print(json.dumps(head), flush=True)
 
     only = {v for v in args.only.split(",") if v}

@@ -22,6 +22,8 @@ else
         test/test_backends.py 2>&1 \
         | tee "$out/pytest_gpu.log"
 fi
-timeout 360 $py benchmarks/gpu_paper_fast.py "${dev[@]}" --out "$out" 2>&1 | tee "$out/fast.log"
+# a Qwen3-VL tokenizer.json, if the checkout carries one (QWEN_TOKENIZER=path): the real prompt length
+tok=(); [ -n "${QWEN_TOKENIZER:-}" ] && tok=(--tokenizer "$QWEN_TOKENIZER")
+timeout 360 $py benchmarks/gpu_paper_fast.py "${dev[@]}" "${tok[@]}" --out "$out" 2>&1 | tee "$out/fast.log"
 timeout 80 $py benchmarks/fp8_accuracy.py "${acc[@]}" --out "$out" 2>&1 | tee "$out/fp8_accuracy.log"
 $py benchmarks/gpu_fast_table.py "$out"/fast_*.json > "$out/table.md" && cat "$out/table.md"
