@@ -1,6 +1,6 @@
 """quant.py: E4M3 linear layers. The CPU emulation computes what torch._scaled_mm computes (the GPU path; torch
-2.13 runs it on the CPU too), per-token scales keep one outlier token from flattening the others, rules pick modules by name, and
-the tiny and small presets keep chunk cosine >= 0.999 to the unquantised model."""
+2.13 runs it on the CPU too), per-token scales keep one outlier token from flattening the others, rules pick
+modules by name, and the tiny and small presets keep chunk cosine >= 0.999 to the unquantised model."""
 
 import copy
 

@@ -40,8 +40,8 @@ FP8_PRESETS: dict[str, tuple[tuple[str, str], ...]] = {
     "lm": (("vlm.language_model.layers.*", "fp8"),),
     "vlm": (("vlm.language_model.layers.*", "fp8"), ("vlm.visual.blocks.*", "fp8")),
     # the AdaLN linears see one row (the timestep embedding): nothing to gain, and the fused head precomputes them
-    "all": (("*.norm1.linear", "bf16"), ("vlm.language_model.layers.*", "fp8"), ("vlm.visual.blocks.*", "fp8"), ("vlm.visual.*merger*", "fp8"),
-            ("action_model.model.transformer_blocks.*", "fp8")),
+    "all": (("*.norm1.linear", "bf16"), ("vlm.language_model.layers.*", "fp8"), ("vlm.visual.blocks.*", "fp8"),
+            ("vlm.visual.*merger*", "fp8"), ("action_model.model.transformer_blocks.*", "fp8")),
 }
 
 
