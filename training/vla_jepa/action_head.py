@@ -213,19 +213,26 @@ class FlowMatchingActionHead(nn.Module):
         object encoder) -> velocity (B, H, A)."""
         b = x_t.shape[0]
         tokens = self.action_encoder(x_t, t_bucket) + self.position_embedding.weight[None, :x_t.shape[1]]
-        parts = [self.future_tokens.weight[None].expand(b, -1, -1), tokens]
+        out = self.model(torch.cat(self.fixed_tokens(b, tokens.dtype, state, objects) + [tokens], dim=1), embodied,
+                         t_bucket)
+        return self.action_decoder(out[:, -x_t.shape[1]:])
+
+    def fixed_tokens(self, b: int, dtype: torch.dtype, state: torch.Tensor | None,
+                     objects: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The tokens before the action tokens, the same in every Euler step: [state (B, 1, D) (with an encoder),
+        future tokens (B, 32, D)]."""
+        parts = [self.future_tokens.weight[None].expand(b, -1, -1)]
         if self.state_encoder is not None:
             if state is None:
                 raise ValueError("this action head was built with a state token; pass state (B, state_dim)")
-            raw = state.to(tokens.dtype)
-            token = self.state_encoder((raw - self.state_mean.to(tokens.dtype)) / self.state_std.to(tokens.dtype))
+            raw = state.to(dtype)
+            token = self.state_encoder((raw - self.state_mean.to(dtype)) / self.state_std.to(dtype))
             if self.object_encoder is not None:
                 if objects is None:
                     raise ValueError("this action head reads the object estimate; pass objects (B, 3N)")
-                token = token + self.object_encoder(self.object_offsets(objects.to(tokens.dtype), raw))
+                token = token + self.object_encoder(self.object_offsets(objects.to(dtype), raw))
             parts.insert(0, token[:, None])
-        out = self.model(torch.cat(parts, dim=1), embodied, t_bucket)
-        return self.action_decoder(out[:, -x_t.shape[1]:])
+        return parts
 
     def set_state_normalization(self, mean, std, min_std: float = 1e-2) -> None:
         """mean, std (state_dim,) in robot units (dataset statistics); std is floored at `min_std` so a nearly
@@ -307,3 +314,84 @@ class FlowMatchingActionHead(nn.Module):
             t_bucket = torch.full((x.shape[0],), bucket, dtype=torch.long, device=x.device)
             x = x + dt * self.velocity(embodied, x, t_bucket, state, objects)
         return x
+
+
+class FusedEulerSampler(nn.Module):
+    """`FlowMatchingActionHead.sample` for inference with the work that does not change between Euler steps
+    done once (exact: the same operations on the same values, in a different order):
+
+      * per step, the timestep embedding, every block's AdaLN (scale, shift), the output (shift, scale) and the
+        action encoder's time sinusoid depend only on the step's fixed time bucket and the weights: computed
+        here, at construction, for the `num_euler_steps` buckets;
+      * per call, the cross-attention keys/values of the embodied states and the state/future tokens are the
+        same in every step: computed once instead of `num_euler_steps` times.
+
+    Build it after the head has its final weights, dtype and device (the constants are taken then). Dropout is
+    not applied (inference only). One forward = all Euler steps, so one CUDA graph captures the whole loop.
+    """
+
+    def __init__(self, head: FlowMatchingActionHead) -> None:
+        super().__init__()
+        self.head = head
+        dit = head.model
+        n = head.cfg.num_euler_steps
+        self.dt = 1.0 / n
+        w = dit.proj_out_1.weight
+        mods, outs, taus = [], [], []
+        with torch.no_grad():
+            for i in range(n):
+                bucket = torch.full((1,), int(i / n * head.cfg.timestep_buckets), dtype=torch.long, device=w.device)
+                temb = dit.timestep_encoder(bucket)  # (1, D)
+                mods.append([blk.norm1.linear(F.silu(temb)).chunk(2, dim=-1) for blk in dit.transformer_blocks])
+                outs.append(dit.proj_out_1(F.silu(temb)).chunk(2, dim=-1))  # (shift, scale)
+                tau = action_sinusoid(bucket[:, None].expand(-1, head.horizon), head.action_encoder.dim)
+                taus.append(tau.to(w.dtype))  # (1, H, D)
+        self._mods, self._outs, self._taus = mods, outs, taus
+
+    def _tokens(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        enc = self.head.action_encoder
+        a = enc.layer1(x)
+        tau = self._taus[step].expand(x.shape[0], -1, -1)
+        return enc.layer3(F.silu(enc.layer2(torch.cat([a, tau], dim=-1))))
+
+    def forward(self, embodied: torch.Tensor, noise: torch.Tensor, state: torch.Tensor | None = None,
+                objects: torch.Tensor | None = None) -> torch.Tensor:
+        """As `FlowMatchingActionHead.sample`: embodied (B, 32, Dl), noise (B, H, A) -> actions (B, H, A)."""
+        head, dit = self.head, self.head.model
+        x = noise.to(embodied.dtype)
+        b, horizon = x.shape[:2]
+        fixed = torch.cat(head.fixed_tokens(b, x.dtype, state, objects), dim=1)  # (B, S+32, D): same every step
+        kv = []  # cross-attention keys/values of the embodied states, per cross block
+        for blk in dit.transformer_blocks:
+            if blk.cross:
+                attn = blk.attn1
+                kv.append((attn.to_k(embodied).view(b, embodied.shape[1], attn.heads, -1).transpose(1, 2),
+                           attn.to_v(embodied).view(b, embodied.shape[1], attn.heads, -1).transpose(1, 2)))
+            else:
+                kv.append(None)
+        pos = head.position_embedding.weight[None, :horizon]
+        for step in range(len(self._taus)):
+            h = torch.cat([fixed, self._tokens(x, step) + pos], dim=1)
+            for blk, (scale, shift), blk_kv in zip(dit.transformer_blocks, self._mods[step], kv):
+                h = _block(blk, h, scale, shift, blk_kv)
+            shift, scale = self._outs[step]
+            out = dit.proj_out_2(dit.norm_out(h) * (1 + scale[:, None]) + shift[:, None])
+            x = x + self.dt * head.action_decoder(out[:, -horizon:])
+        return x
+
+
+def _block(blk: BasicTransformerBlock, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+           kv: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """BasicTransformerBlock.forward with a precomputed AdaLN modulation and (cross blocks) precomputed K/V."""
+    attn = blk.attn1
+    h = blk.norm1.norm(x) * (1 + scale[:, None]) + shift[:, None]
+    b, n, _ = h.shape
+    q = attn.to_q(h).view(b, n, attn.heads, -1).transpose(1, 2)
+    if kv is None:
+        k = attn.to_k(h).view(b, n, attn.heads, -1).transpose(1, 2)
+        v = attn.to_v(h).view(b, n, attn.heads, -1).transpose(1, 2)
+    else:
+        k, v = kv
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+    x = x + attn.to_out[0](out)
+    return x + blk.ff.net[2](blk.ff.net[0](blk.norm3(x)))

@@ -12,6 +12,7 @@ with a prefix strip. Differences from HF are only in *how* things are computed, 
 
 from __future__ import annotations
 
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -185,17 +186,32 @@ class TextAttention(nn.Module):
         self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def key_value(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, L, D) normed input -> keys (B, KV, L, hd) after k_norm and RoPE, values (B, KV, L, hd): what later
+        tokens read of these ones (the prefix cache keeps them)."""
+        b, l, _ = x.shape
+        k = self.k_norm(self.k_proj(x).view(b, l, self.kv, self.hd)).transpose(1, 2)  # (B, KV, L, hd)
+        v = self.v_proj(x).view(b, l, self.kv, self.hd).transpose(1, 2)
+        cos, sin = cos[:, None], sin[:, None]
+        return k * cos + rotate_half(k) * sin, v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """past: keys/values (B, KV, P, hd) of P earlier tokens (`key_value`), read before this call's own;
+        mask is then (B, 1, L, P + L)."""
         b, l, _ = x.shape  # (B, L, D)
         q = self.q_norm(self.q_proj(x).view(b, l, self.h, self.hd)).transpose(1, 2)  # (B, H, L, hd)
         k = self.k_norm(self.k_proj(x).view(b, l, self.kv, self.hd)).transpose(1, 2)  # (B, KV, L, hd)
         v = self.v_proj(x).view(b, l, self.kv, self.hd).transpose(1, 2)
         cos, sin = cos[:, None], sin[:, None]
         q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        k = k * cos + rotate_half(k) * sin  # the same as key_value (kept inline: the exported graph's node order)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, KV, P + L, hd)
+        s = l if past is None else k.shape[2]
         rep = self.h // self.kv  # grouped-query attention: repeat K/V heads explicitly (exports everywhere)
-        k = k[:, :, None].expand(b, self.kv, rep, l, self.hd).reshape(b, self.h, l, self.hd)
-        v = v[:, :, None].expand(b, self.kv, rep, l, self.hd).reshape(b, self.h, l, self.hd)
+        k = k[:, :, None].expand(b, self.kv, rep, s, self.hd).reshape(b, self.h, s, self.hd)
+        v = v[:, :, None].expand(b, self.kv, rep, s, self.hd).reshape(b, self.h, s, self.hd)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, l, self.h * self.hd))
 
@@ -219,8 +235,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -327,9 +344,97 @@ class Qwen3VLBackbone(nn.Module):
                 x = x + scatter_images(deepstack[i])
         return x
 
+    # -------------------------------------------------------------------------------- per-task prefix reuse
+
+    @torch.no_grad()
+    def task_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layout: PromptLayout,
+                    drop_padding: bool = True) -> TaskPrefix:
+        """input_ids/attention_mask (B, L) of one task's prompt -> its `TaskPrefix` (see there). drop_padding:
+        leave out the positions padded in every sample (exact: masked keys get zero attention weight)."""
+        if input_ids.shape != attention_mask.shape or input_ids.shape[1] != layout.max_len:
+            raise ValueError(f"input_ids {tuple(input_ids.shape)} / attention_mask {tuple(attention_mask.shape)} "
+                             f"do not fit the prompt layout of length {layout.max_len}")
+        t = self._layout_tensors(layout, input_ids.device)
+        lm = self.language_model
+        dtype = lm.embed_tokens.weight.dtype
+        p = layout.image_positions[0]  # tokens before the first image: the cached head
+        keep = torch.arange(p, layout.max_len, device=input_ids.device)
+        if drop_padding:
+            keep = keep[attention_mask[:, p:].bool().any(dim=0)]
+        cos, sin = self.rope(self.position_ids(attention_mask, layout), dtype)  # (B, L, hd)
+        valid = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L) keys that exist
+        # the head on its own: causal among itself, never sees an image
+        x = lm.embed_tokens(input_ids[:, :p])
+        head_mask = t["causal"][:p, :p][None, None] & valid[..., :p]
+        kv = []
+        for i, layer in enumerate(lm.layers):
+            k, v = layer.self_attn.key_value(layer.input_layernorm(x), cos[:, :p], sin[:, :p])
+            kv.append(torch.stack([k, v]))
+            if i + 1 < len(lm.layers):
+                x = layer(x, cos[:, :p], sin[:, :p], head_mask)
+        body_mask = t["causal"][keep][:, keep][None, None] & valid[..., keep]  # (B, 1, K, K)
+        head_cols = t["causal"][keep][:, :p][None, None] & valid[..., :p]  # (B, 1, K, P)
+        b = input_ids.shape[0]
+        return TaskPrefix(
+            past_kv=torch.stack(kv), embeds=lm.embed_tokens(input_ids[:, keep]), cos=cos[:, keep].contiguous(),
+            sin=sin[:, keep].contiguous(), mask=torch.cat([head_cols.expand(b, -1, -1, -1), body_mask], dim=-1),
+            gather=t["gather"][keep], is_image=t["is_image"][keep], positions=keep)
+
+    def forward_with_prefix(self, pixels: torch.Tensor, prefix: TaskPrefix) -> torch.Tensor:
+        """pixels (B, V, 3, H, W) normalised + the task's prefix -> hidden (B, K, D) pre-norm of the computed
+        positions `prefix.positions` (equal to `forward(...)[:, prefix.positions]` up to float rounding)."""
+        b = pixels.shape[0]
+        if b != prefix.embeds.shape[0]:
+            raise ValueError(f"got {b} samples, the task prefix was built for {prefix.embeds.shape[0]}")
+        merged, deepstack = self.visual(pixels.flatten(0, 1))  # (B*V, n, D)
+        d = merged.shape[-1]
+        x = prefix.embeds
+
+        def scatter_images(feat: torch.Tensor) -> torch.Tensor:
+            feat = feat.reshape(b, -1, d).to(x.dtype)
+            return torch.cat([feat.new_zeros(b, 1, d), feat], dim=1)[:, prefix.gather]  # (B, K, D)
+
+        x = torch.where(prefix.is_image[None, :, None], scatter_images(merged), x)
+        for i, layer in enumerate(self.language_model.layers):
+            x = layer(x, prefix.cos, prefix.sin, prefix.mask, (prefix.past_kv[i, 0], prefix.past_kv[i, 1]))
+            if i < len(deepstack):
+                x = x + scatter_images(deepstack[i])
+        return x
+
+
+def prefix_index(prefix: TaskPrefix, positions) -> torch.Tensor:
+    """Full-prompt positions (e.g. the embodied tokens') -> their indices among the prefix's computed tokens."""
+    pos = torch.as_tensor(list(positions), dtype=torch.long, device=prefix.positions.device)
+    idx = torch.searchsorted(prefix.positions, pos)
+    if bool((idx >= len(prefix.positions)).any()) or not bool((prefix.positions[idx.clamp(max=len(
+            prefix.positions) - 1)] == pos).all()):
+        raise ValueError("a requested position is cached or padding, not computed per call")
+    return idx
+
+
+class TaskPrefix(NamedTuple):
+    """What one prompt (the same input_ids and attention_mask on every call of a task) fixes before any image is
+    seen; `Qwen3VLBackbone.task_prefix` builds it, `forward_with_prefix` uses it. K = tokens computed per call.
+
+    Exact because the decoder is causal and the prompt starts with text: the P tokens before the first image
+    (`<|im_start|>user\n<|vision_start|>`) attend only to each other, so their keys/values in every layer are
+    the same on every call. Everything after the first image depends on the images and is computed per call;
+    of it, the token embeddings, multimodal RoPE tables and the attention mask depend only on the prompt. Padding
+    positions (attention_mask 0 in every sample) are read by no other token, so they can be left out entirely.
+    """
+
+    past_kv: torch.Tensor  # (layers, 2, B, KV, P, hd): keys (after k_norm + RoPE) and values of the P head tokens
+    embeds: torch.Tensor  # (B, K, D) token embeddings of the computed positions (image slots overwritten per call)
+    cos: torch.Tensor  # (B, K, hd) multimodal RoPE of the computed positions
+    sin: torch.Tensor  # (B, K, hd)
+    mask: torch.Tensor  # (B, 1, K, P + K) bool: which keys (head, then computed) each computed token reads
+    gather: torch.Tensor  # (K,) long: 1 + index of the image token placed there (image-major), 0 off-image
+    is_image: torch.Tensor  # (K,) bool
+    positions: torch.Tensor  # (K,) long: where each computed token sits in the full (max_len) prompt
+
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Qwen3VLBackbone", "VisionModel", "TextModel", "RMSNorm", "count_params"]
+__all__ = ["Qwen3VLBackbone", "TaskPrefix", "prefix_index", "VisionModel", "TextModel", "RMSNorm", "count_params"]

@@ -16,6 +16,9 @@ class BackendParams:
     torch_device: str = "cpu"
     torch_compile: bool = False
     torch_cuda_graphs: bool = False
+    torch_prefix_cache: bool = False  # the prompt's per-task part once per task (exact; docs/gpu_inference.md)
+    torch_fused_head: bool = False  # Euler loop with its step-invariant work hoisted (exact)
+    torch_fp8: str = "none"  # FP8 E4M3 linear layers: none | lm | vlm | all | "pattern=fp8|bf16,..." (approximate)
     tensorrt_precision: str = "bf16"
     seed: int = 0  # flow-matching noise generator
     noise_scale: float = 1.0  # flow start noise: 1 samples as trained, 0 = deterministic (checked by ModelPolicy)
@@ -35,7 +38,8 @@ def make_backend(bundle, params: BackendParams):
 
         return TorchBackend.from_bundle(bundle, TorchBackendConfig(
             device=params.torch_device, num_threads=params.threads, compile=params.torch_compile,
-            cuda_graphs=params.torch_cuda_graphs))
+            cuda_graphs=params.torch_cuda_graphs, prefix_cache=params.torch_prefix_cache,
+            fused_head=params.torch_fused_head, fp8=params.torch_fp8))
     from .tensorrt_backend import TensorRTBackend, TensorRTConfig
 
     return TensorRTBackend(bundle, TensorRTConfig(precision=params.tensorrt_precision))
