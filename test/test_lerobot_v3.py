@@ -188,3 +188,8 @@ def test_bad_rates_and_limits_are_refused(tmp_path):
         write_lerobot_v3(tmp_path, [_episode(3, 0, "a")], fps=12.5, state_names=["s"] * 8, action_names=["a"] * 7)
     with pytest.raises(ValueError, match="chunks_size 0"):
         _write(tmp_path, [_episode(3, 0, "a")], chunks_size=0)
+    with pytest.raises(ValueError, match=r"episode 0: state \(3, 8\) / actions \(3, 7\) do not match 8 state names"):
+        write_lerobot_v3(tmp_path, [_episode(3, 0, "a")], fps=10, state_names=["s"] * 8, action_names=["a"] * 6)
+    with pytest.raises(ValueError, match="episode 1: cameras \\['front'\\] differ"):
+        ep = _episode(3, 1, "a")
+        _write(tmp_path, [_episode(3, 0, "a"), Episode({"front": ep.frames["front"]}, ep.state, ep.actions, "a")])

@@ -189,6 +189,35 @@ class _Camera:
                 f"{k}/from_timestamp": start_s, f"{k}/to_timestamp": start_s + len(frames) / self.fps}
 
 
+class _DataFiles:
+    """The data parquet files: one row group per episode, the next file once the current one reached the limit."""
+
+    def __init__(self, out: Path, limit_bytes: float, chunks_size: int) -> None:
+        self.out, self.limit_bytes, self.chunks_size = out, limit_bytes, chunks_size
+        self.chunk_index = self.file_index = 0
+        self.writer = None
+        self.path: Path | None = None
+
+    def write_episode(self, table) -> dict:
+        """Append one episode's rows; returns its data/... columns."""
+        import pyarrow.parquet as pq
+
+        if self.writer is not None and self.path.stat().st_size >= self.limit_bytes:
+            self.writer.close()
+            self.writer = None
+            self.chunk_index, self.file_index = _next_file(self.chunk_index, self.file_index, self.chunks_size)
+        if self.writer is None:
+            self.path = self.out / DATA_PATH.format(chunk_index=self.chunk_index, file_index=self.file_index)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
+        self.writer.write_table(table)
+        return {"data/chunk_index": self.chunk_index, "data/file_index": self.file_index}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _episode_columns(ep_index: int, ep: Episode, fps: int, start: int, task_index: int,
                      has_objects: bool) -> dict[str, np.ndarray]:
     n = len(ep.actions)
@@ -240,42 +269,28 @@ def write_lerobot_v3(out_dir: str | Path, episodes: Iterable[Episode], fps: int,
     episodes_meta: list[dict] = []
     tasks: dict[str, int] = {}
     columns: dict[str, list[np.ndarray]] = {}
-    data = {"chunk_index": 0, "file_index": 0, "writer": None, "path": None}
-
-    def data_writer(table):
-        if data["writer"] is not None and data["path"].stat().st_size >= data_files_size_in_mb * 1e6:
-            data["writer"].close()
-            data["chunk_index"], data["file_index"] = _next_file(data["chunk_index"], data["file_index"],
-                                                                 chunks_size)
-            data["writer"] = None
-        if data["writer"] is None:
-            data["path"] = out / DATA_PATH.format(chunk_index=data["chunk_index"], file_index=data["file_index"])
-            data["path"].parent.mkdir(parents=True, exist_ok=True)
-            data["writer"] = pq.ParquetWriter(data["path"], table.schema, compression="snappy")
-        return data["writer"]
-
+    data = _DataFiles(out, data_files_size_in_mb * 1e6, chunks_size)
     index = 0
     try:
         for ep_index, ep in enumerate(episodes):
             n = len(ep.actions)
+            if np.shape(ep.state)[1:] != (len(state_names),) or np.shape(ep.actions)[1:] != (len(action_names),):
+                raise ValueError(f"episode {ep_index}: state {np.shape(ep.state)} / actions {np.shape(ep.actions)} "
+                                 f"do not match {len(state_names)} state names / {len(action_names)} action names")
             if object_names is None:
                 object_names = tuple(ep.object_names) if objects and ep.objects is not None else ()
             ep_objects = tuple(ep.object_names) if ep.objects is not None else ()
             if object_names and ep_objects != object_names:
                 raise ValueError(f"episode {ep_index}: objects {list(ep_objects) or None} differ from the first "
                                  f"episode's {list(object_names)} (pass objects=False to leave them out)")
+            if ep_index and set(ep.frames) != set(cameras):
+                raise ValueError(f"episode {ep_index}: cameras {sorted(ep.frames)} differ from {sorted(cameras)}")
             task_index = tasks.setdefault(ep.task, len(tasks))
             cols = _episode_columns(ep_index, ep, fps, index, task_index, bool(object_names))
-            if columns and set(columns) != set(cols):
-                raise ValueError(f"episode {ep_index}: columns {sorted(cols)} differ from {sorted(columns)}")
             meta: dict = {"episode_index": ep_index, "tasks": [ep.task], "length": n}
-            table = _arrow_table(cols)
-            data_writer(table).write_table(table)  # one row group per episode
-            meta.update({"data/chunk_index": data["chunk_index"], "data/file_index": data["file_index"],
-                         "dataset_from_index": index, "dataset_to_index": index + n})
+            meta.update(data.write_episode(_arrow_table(cols)))
+            meta.update({"dataset_from_index": index, "dataset_to_index": index + n})
             ep_stats = {}
-            if ep_index and set(ep.frames) != {c for c in cameras}:
-                raise ValueError(f"episode {ep_index}: cameras {sorted(ep.frames)} differ from {sorted(cameras)}")
             for cam, frames in ep.frames.items():
                 key = video_key(cam)
                 if cam not in cameras:
@@ -302,8 +317,7 @@ def write_lerobot_v3(out_dir: str | Path, episodes: Iterable[Episode], fps: int,
     finally:
         for camera in cameras.values():
             camera.writer.close()
-        if data["writer"] is not None:
-            data["writer"].close()
+        data.close()
     if not episodes_meta:
         raise ValueError("no episodes to write")
 
@@ -316,9 +330,6 @@ def write_lerobot_v3(out_dir: str | Path, episodes: Iterable[Episode], fps: int,
     (out / "meta" / "stats.json").write_text(json.dumps(_json_stats(stats), indent=2))
 
     s_dim, a_dim = len(state_names), len(action_names)
-    s_have, a_have = columns[STATE_KEY][0].shape[1], columns[ACTION_KEY][0].shape[1]
-    if (s_have, a_have) != (s_dim, a_dim):
-        raise ValueError(f"state has {s_have} dims for {s_dim} names, actions {a_have} dims for {a_dim} names")
     features = {
         STATE_KEY: {"dtype": "float32", "shape": [s_dim], "names": list(state_names)},
         ACTION_KEY: {"dtype": "float32", "shape": [a_dim], "names": list(action_names)},
