@@ -58,7 +58,7 @@ fi
 PYTHON="$(find_python312)"
 need_disk_gb 8
 ensure_venv
-step "installing $LEROBOT with the pinned versions of $PINS (torch for Python 3.12 is the CUDA build: about 4-5 GB of downloads, several minutes)"
+step "installing $LEROBOT with the pinned versions of $PINS (torch for Python 3.12 is the CUDA build: about 3 GB of wheels, a 5.5 GB venv, several minutes)"
 pip_install --quiet -c "$PINS" "$LEROBOT" || fail "pip could not install $LEROBOT (constraints $PINS)"
 check || fail "$VENV is incomplete (see the import error above)"
 mkdir -p "$(dirname "$STAMP")"
