@@ -1,6 +1,9 @@
 """bags-to-dataset on synthetic bags with known timestamps: exact samples, no input from the future,
 failed and corrupt episodes handled, LeRobot v3 written."""
+import json
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from rclpy.serialization import serialize_message
@@ -112,7 +115,7 @@ def test_recorded_object_poses_become_per_step_positions_never_from_the_future(t
     from vla_jepa.data import NativeEpisodeSource
 
     write_bag(tmp_path / "bags" / "task-0001", object_poses=True)
-    bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", ConvertConfig(min_steps=2, lerobot=False), progress=False)
+    bags_to_dataset([tmp_path / "bags"], tmp_path / "ds", ConvertConfig(min_steps=2), progress=False)
     source = NativeEpisodeSource(tmp_path / "ds")
     ep = source.load(0)
     assert ep.object_names == ("bowl", "red_cube") and ep.objects.shape == (len(ep.actions), 2, 3)
@@ -126,6 +129,13 @@ def test_recorded_object_poses_become_per_step_positions_never_from_the_future(t
             assert stamp <= t + 1e-6 and t - stamp < POSES_PERIOD_S
     assert source.meta["objects"]["names"] == ["bowl", "red_cube"]
     assert np.allclose(source.meta["objects"]["mean_m"], ep.objects.mean(0), atol=1e-6)
+    # the LeRobot copy has them too, as observation.environment_state (bowl.x bowl.y bowl.z red_cube.x ...)
+    info = json.loads((tmp_path / "ds" / "lerobot_v3" / "meta" / "info.json").read_text())
+    assert info["features"]["observation.environment_state"]["names"][:4] == ["bowl.x", "bowl.y", "bowl.z",
+                                                                               "red_cube.x"]
+    rows = pq.read_table(tmp_path / "ds" / "lerobot_v3" / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    np.testing.assert_array_equal(np.array(rows["observation.environment_state"], np.float32),
+                                  ep.objects.reshape(len(ep.objects), -1))
     write_bag(tmp_path / "plain" / "task-0001")
     bags_to_dataset([tmp_path / "plain"], tmp_path / "ds2", ConvertConfig(min_steps=2, lerobot=False), progress=False)
     plain = NativeEpisodeSource(tmp_path / "ds2")

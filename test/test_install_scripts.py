@@ -17,3 +17,14 @@ def test_disk_guard_passes_with_room_and_names_the_numbers_without(tmp_path):
     short = _need(tmp_path / ".venv", 10 ** 6)  # a million GB: no disk has that
     assert short.returncode == 1 and "enough" not in short.stdout
     assert f"{tmp_path} has " in short.stderr and "MB free" in short.stderr and "about 1000000 GB" in short.stderr
+
+
+def test_lerobot_install_refuses_a_python_other_than_3_12_before_creating_anything(tmp_path):
+    """lerobot 0.6 needs Python 3.12: a wrong $PYTHON is named in one line and no venv is left behind."""
+    import sys
+
+    venv = tmp_path / ".venv-lerobot"
+    proc = subprocess.run(["bash", "scripts/install_lerobot.sh"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "LEROBOT_VENV": str(venv), "PYTHON": sys.executable})
+    assert proc.returncode == 1 and not venv.exists()
+    assert f"PYTHON={sys.executable} is not Python 3.12 (Python {sys.version.split()[0]})" in proc.stderr

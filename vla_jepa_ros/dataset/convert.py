@@ -262,7 +262,9 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
 
         write_lerobot_v3(Path(out_dir) / "lerobot_v3",
                          (LeRobotEpisode(frames={c: e.frames[:, i] for i, c in enumerate(config.cameras)},
-                                         state=e.states, actions=e.actions, task=e.instruction) for e in kept),
+                                         state=e.states, actions=e.actions, task=e.instruction, objects=e.objects,
+                                         object_names=tuple(e.object_names) if e.objects is not None else ())
+                          for e in kept),
                          fps=round(fps), state_names=list(STATE_DIM_NAMES), action_names=list(DELTA_EE_DIM_NAMES))
     return reports
 
