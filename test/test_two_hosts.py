@@ -59,33 +59,46 @@ def _env(peer: str) -> dict[str, str]:
     return env
 
 
+def _bringup(ns: str, peer: str, log_dir: Path, nodes: list[str], *params: str) -> subprocess.Popen:
+    """`vla-jepa-bringup --nodes ...` inside namespace ns, discovering only ns's own nodes and those at `peer`."""
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "vla_jepa_ros.bringup", "--graph", "sim", "--nodes",
+           *nodes, "--quiet", "--log-dir", str(log_dir), "-p", "*.use_sim_time=false"]
+    for p in params:
+        cmd += ["-p", p]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(peer), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0]
+
+
 def test_policy_host_and_robot_host_talk_through_static_peers_only(two_hosts, tmp_path):
     gpu, robot = two_hosts
     bundle = tiny_bundle()
-    # GPU host: the task manager and the policy (the bringup command of docs/two_hosts.md, with the tiny bundle)
-    gpu_cmd = ["ip", "netns", "exec", gpu, sys.executable, "-m", "vla_jepa_ros.bringup", "--graph", "sim",
-               "--nodes", "task_manager", "policy", "--quiet", "--log-dir", str(tmp_path / "gpu"),
-               "-p", "*.use_sim_time=false", "-p", "policy.policy=bundle", "-p", f"policy.bundle_path={bundle}",
-               "-p", "policy.use_ground_truth=false", "-p", "policy.inference_rate_hz=5.0",
-               "-p", "policy.camera_width_px=160", "-p", "policy.camera_height_px=120"]
-    gpu_proc = subprocess.Popen(gpu_cmd, cwd=ROOT, env=_env(ROBOT_ADDR), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # the split of docs/two_hosts.md: the policy on the GPU host (here the tiny bundle on onnxruntime), the task
+    # manager on the robot computer, where a probe plays the camera drivers and the controller
+    procs = {"gpu": _bringup(gpu, ROBOT_ADDR, tmp_path / "gpu", ["policy"], "policy.policy=bundle",
+                             f"policy.bundle_path={bundle}", "policy.use_ground_truth=false",
+                             "policy.camera_width_px=160", "policy.camera_height_px=120"),
+             "robot": _bringup(robot, GPU_ADDR, tmp_path / "robot", ["task_manager"])}
+    outs = {}
     try:
-        # robot computer: camera frames + arm state out, a task started, chunks and statuses in
         probe = subprocess.run(["ip", "netns", "exec", robot, sys.executable, "-m", "test.two_hosts_probe", "90"],
                                cwd=ROOT, env=_env(GPU_ADDR), capture_output=True, text=True, timeout=200)
     finally:
-        os.killpg(gpu_proc.pid, signal.SIGINT)
-        try:
-            gpu_out, _ = gpu_proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(gpu_proc.pid, signal.SIGKILL)
-            gpu_out, _ = gpu_proc.communicate()
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((tmp_path / "gpu").glob("*.log")))
+        for name, proc in procs.items():
+            outs[name] = _stop(proc)
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("*/*.log")))
     lines = [ln for ln in probe.stdout.splitlines() if ln.startswith("{")]
-    assert lines, f"probe printed no result\nprobe:\n{probe.stdout[-2000:]}{probe.stderr[-3000:]}\ngpu host:\n{logs}"
+    assert lines, f"probe printed no result\n{probe.stdout[-2000:]}{probe.stderr[-3000:]}\n{logs}"
     result = json.loads(lines[-1])
-    assert result["ok"], f"{result}\nprobe stderr:\n{probe.stderr[-3000:]}\ngpu host:\n{gpu_out[-2000:]}\n{logs}"
+    assert result["ok"], f"{result}\nprobe stderr:\n{probe.stderr[-3000:]}\n{outs}\n{logs}"
     assert result["accepted"] and result["chunks"] >= 3 and result["chunk_finite"]
     assert result["chunk_shape"][0] > 0 and result["chunk_shape"][1] == 7
     from vla_jepa_interfaces.msg import TaskStatus
