@@ -5,8 +5,10 @@ host). Nothing leaves the namespaces: no discovery or multicast traffic reaches 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +61,21 @@ def _env(peer: str) -> dict[str, str]:
     return env
 
 
+def _key_params(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """With signed control messages (core/auth.py, docs/security.md): one key written by `vla-jepa keygen` on the
+    robot computer and copied, mode kept, to the GPU host; each host's nodes get their own copy. Without: none."""
+    if importlib.util.find_spec("vla_jepa_ros.core.auth") is None:
+        return [], []
+    robot_key, gpu_key = tmp_path / "robot" / "auth.key", tmp_path / "gpu" / "auth.key"
+    for d in (robot_key.parent, gpu_key.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run([str(Path(sys.executable).parent / "vla-jepa"), "keygen", str(robot_key)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    shutil.copy2(robot_key, gpu_key)  # scp -p
+    return [f"*.auth_key_file={robot_key}"], [f"*.auth_key_file={gpu_key}"]
+
+
 def _bringup(ns: str, peer: str, log_dir: Path, nodes: list[str], *params: str) -> subprocess.Popen:
     """`vla-jepa-bringup --nodes ...` inside namespace ns, discovering only ns's own nodes and those at `peer`."""
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "vla_jepa_ros.bringup", "--graph", "sim", "--nodes",
@@ -81,12 +98,13 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_policy_host_and_robot_host_talk_through_static_peers_only(two_hosts, tmp_path):
     gpu, robot = two_hosts
     bundle = tiny_bundle()
+    robot_key, gpu_key = _key_params(tmp_path)
     # the split of docs/two_hosts.md: the policy on the GPU host (here the tiny bundle on onnxruntime), the task
     # manager on the robot computer, where a probe plays the camera drivers and the controller
     procs = {"gpu": _bringup(gpu, ROBOT_ADDR, tmp_path / "gpu", ["policy"], "policy.policy=bundle",
                              f"policy.bundle_path={bundle}", "policy.use_ground_truth=false",
-                             "policy.camera_width_px=160", "policy.camera_height_px=120"),
-             "robot": _bringup(robot, GPU_ADDR, tmp_path / "robot", ["task_manager"])}
+                             "policy.camera_width_px=160", "policy.camera_height_px=120", *gpu_key),
+             "robot": _bringup(robot, GPU_ADDR, tmp_path / "robot", ["task_manager"], *robot_key)}
     outs = {}
     try:
         probe = subprocess.run(["ip", "netns", "exec", robot, sys.executable, "-m", "test.two_hosts_probe", "90"],
