@@ -80,6 +80,22 @@ def test_rosdep_crawl_needs_the_interfaces_folder(tmp_path):
     assert "vla_jepa_interfaces" in _declared(ROOT / "package.xml")
 
 
+def _requirement_names(path: Path) -> list[str]:
+    lines = (ln.split("#")[0].strip() for ln in path.read_text().splitlines())
+    return [ln.split("==")[0].split("[")[0].lower().replace("_", "-") for ln in lines if ln]
+
+
+def test_workspace_requirements_are_pinned_and_leave_ros_and_torch_to_the_host():
+    """requirements/workspace.txt goes into a venv that sees a ROS install: no ros-* wheel may shadow its rclpy and
+    messages, torch is the host's choice (CUDA or CPU), and every package is pinned by constraints.txt."""
+    wanted = _requirement_names(ROOT / "requirements" / "workspace.txt")
+    pinned = set(_requirement_names(ROOT / "requirements" / "constraints.txt"))
+    assert wanted and not [n for n in wanted if n.startswith("ros-") or n == "torch"]
+    assert not set(wanted) - pinned, f"not pinned in constraints.txt: {sorted(set(wanted) - pinned)}"
+    # the runtime packages without a rosdep key (and the two pip keys skipped in docs/robot.md) are listed
+    assert {"franky-control", "franky-sim", "onnxruntime", "rosbags", "mcap", "av", "pyarrow"} <= set(wanted)
+
+
 def _copy_repo(dest: Path) -> None:
     """The repository's tracked files (what a `git clone` gives) into dest."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -97,6 +113,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout_s: float) -> subprocess.C
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # builds the interfaces (rosidl generators + C compiles) on a loaded machine
 def test_colcon_build_run_and_test_in_a_workspace(tmp_path):
     if importlib.util.find_spec("colcon_core") is None:
         pytest.skip("colcon is not installed in this venv (requirements/main.txt pins colcon-common-extensions)")

@@ -35,6 +35,8 @@ def two_hosts():
     gpu, robot = f"vj{tag}g", f"vj{tag}r"
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (ip netns add)")
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (iproute2) to create network namespaces")
     made = _ip("netns", "add", gpu)
     if made.returncode != 0:
         pytest.skip(f"network namespaces not permitted here: {made.stderr.strip()}")
