@@ -19,6 +19,9 @@ setup(
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*.*")) for d in sorted({p.rsplit("/", 1)[0] for p in glob("models/*/*.*")})],
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],
+    # `colcon test` runs pytest (not unittest) only when the package declares pytest as a test dependency; the
+    # plugins are the ones pytest.ini's addopts need.
+    extras_require={"test": ["pytest", "pytest-timeout", "pytest-rerunfailures"]},
     zip_safe=False,
     maintainer="vla_jepa_ros developers",
     description="VLA-JEPA policy, Franka controller, task manager and recorder for ROS 2.",
