@@ -70,3 +70,17 @@ def test_every_program_has_a_name_of_its_own_and_says_it_in_its_usage():
     for name in ("vla-jepa-train", "vla-jepa-onnx", "vla-jepa-train-bench", "vla-jepa-recover"):
         out = subprocess.run([str(bin_dir / name), "--help"], capture_output=True, text=True, timeout=120).stdout
         assert out.startswith(f"usage: {name} "), out[:200]
+
+
+def test_training_help_says_every_option_in_full():
+    """`vla-jepa-train --help`: each option's text ends its sentence (multi-line field comments used to be cut
+    after their first line, mid-sentence)."""
+    from vla_jepa.train import TrainArgs
+    import ast
+    import inspect
+
+    src = inspect.getsource(TrainArgs)
+    assert "\n    #   " not in src, "a field comment continues on a second line: tyro shows only the first"
+    docs = [n.value.value for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Expr)
+            and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)]
+    assert len(docs) >= 30  # one per option, not only the class docstring

@@ -70,42 +70,73 @@ class TrainArgs:
     """Command-line arguments of `vla-jepa-train`."""
 
     out_dir: str = "runs/tiny"
+    """where checkpoints (step_NNNNNN/), metrics.jsonl and metrics.png go"""
     preset: str = "tiny"
-    max_prompt_len: int = 0  # 0: the preset's; longer instructions need more (LIBERO with the tiny tokenizer: 320)
-    image_size_px: int = 0  # 0: the preset's (or --init-from's); with --init-from every weight carries over to the new
-    #   size (the vision position embeddings are interpolated): fine-tune at a finer picture, e.g. 128 -> 224
+    """model size: tiny, small or paper (vla_jepa.config)"""
+    max_prompt_len: int = 0
+    """0: the preset's; longer instructions need more (LIBERO with the tiny tokenizer: 320)"""
+    image_size_px: int = 0
+    """0: the preset's (or --init-from's); with --init-from every weight carries over to the new size (the vision
+    position embeddings are interpolated): fine-tune at a finer picture, e.g. 128 -> 224"""
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: tuple[str, ...] = ()  # native episode dataset folder(s) (meta.json + episode_*.npz); several are concatenated
-    lerobot: str | None = None  # LeRobot dataset folder (v2.1 or v3.0)
+    data: tuple[str, ...] = ()
+    """native episode dataset folder(s) (meta.json + episode_*.npz); several are concatenated"""
+    lerobot: str | None = None
+    """LeRobot dataset folder (v2.1 or v3.0)"""
     lerobot_cameras: tuple[str, ...] = ()
-    synthetic_episodes: int = 0  # >0: train on the built-in synthetic episodes (tests, smoke runs)
+    """camera features of the LeRobot dataset, in the model's view order (default: all, as listed)"""
+    synthetic_episodes: int = 0
+    """>0: train on the built-in synthetic episodes (tests, smoke runs)"""
     synthetic_length: int = 24
-    drop_idle_frames: bool = False  # drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code
-    image_shift_px: int = 0  # random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)
-    grasp_repeat: int = 1  # >1: the steps up to each gripper close appear this many times per epoch (oversampling)
-    grasp_window: int = 10  # how many steps up to (and with) each close count as the grasp
-    normalize_state: bool = True  # feed (state - mean) / std (dataset statistics, kept in the exported graph)
-    normalize_released_state: bool = False  # released VLA-JEPA weights learnt raw state (--public-pt, or a checkpoint
-    #   made by `vla-jepa import`): they keep it raw unless this is set
-    state_dim: int = -1  # -1: the preset's (or --init-from's); 0: no state token (the official stage 1); with
-    #   --init-from a different value drops or adds the state encoder (a new one starts untrained)
-    tokenizer: str | None = None  # tokenizer.json or a folder with one; default: the preset's (paper: Qwen3-VL)
-    video_dir: str | None = None  # human videos for stage 1
-    video_labels: str | None = None  # `;`-separated CSV (default video_dir/labels.csv)
-    resume: str | None = None  # checkpoint folder with trainer_state.pt: continue exactly
-    init_from: str | None = None  # our checkpoint folder, or an exported bundle folder (its ONNX weights are read
-    #   back; see vla_jepa.recover): start from its weights (e.g. stage 1 -> stage 2, or fine-tune the shipped bundle)
-    keep_action_stats: bool = True  # with --init-from a model trained on actions: keep the action min/max its outputs
-    #   were learnt in (this data's actions outside them are clipped); False takes this data's (rescales every output)
-    action_head_objects: bool = False  # the action head also reads the object head's estimate of where each object
-    #   is relative to the gripper (needs --train.object-loss-weight > 0; added to an --init-from model at zero)
-    public_pt: str | None = None  # released VLA-JEPA .pt to start from
-    qwen_folder: str | None = None  # HF Qwen3-VL folder for the VLM (and its tokenizer.json)
-    vjepa_folder: str | None = None  # HF V-JEPA2 folder for the target encoder
-    recipe: str = ""  # "official-stage1" / "official-stage2": the public code's settings (RECIPES); "" = flags
+    """steps per synthetic episode"""
+    drop_idle_frames: bool = False
+    """drop idle steps (|dxyz| < 5e-4, no gripper change) like the public code"""
+    image_shift_px: int = 0
+    """random-shift augmentation of the robot images (+-px per view; 0 = off; 4 at 128 px)"""
+    grasp_repeat: int = 1
+    """>1: the steps up to each gripper close appear this many times per epoch (oversampling)"""
+    grasp_window: int = 10
+    """how many steps up to (and with) each close count as the grasp"""
+    normalize_state: bool = True
+    """feed (state - mean) / std (dataset statistics, kept in the exported graph)"""
+    normalize_released_state: bool = False
+    """released VLA-JEPA weights learnt raw state (--public-pt, or a checkpoint made by `vla-jepa import`): they
+    keep it raw unless this is set"""
+    state_dim: int = -1
+    """-1: the preset's (or --init-from's); 0: no state token (the official stage 1); with --init-from a
+    different value drops or adds the state encoder (a new one starts untrained)"""
+    tokenizer: str | None = None
+    """tokenizer.json or a folder with one; default: the preset's (paper: Qwen3-VL)"""
+    video_dir: str | None = None
+    """human videos for stage 1"""
+    video_labels: str | None = None
+    """`;`-separated CSV (default video_dir/labels.csv)"""
+    resume: str | None = None
+    """checkpoint folder with trainer_state.pt: continue exactly"""
+    init_from: str | None = None
+    """our checkpoint folder, or an exported bundle folder (its ONNX weights are read back; see
+    vla-jepa-recover): start from its weights (e.g. stage 1 -> stage 2, or fine-tune the shipped bundle)"""
+    keep_action_stats: bool = True
+    """with --init-from a model trained on actions: keep the action min/max its outputs were learnt in (this
+    data's actions outside them are clipped); False takes this data's (rescales every output)"""
+    action_head_objects: bool = False
+    """the action head also reads the object head's estimate of where each object is relative to the gripper
+    (needs --train.object-loss-weight > 0; added to an --init-from model at zero)"""
+    public_pt: str | None = None
+    """released VLA-JEPA .pt to start from"""
+    qwen_folder: str | None = None
+    """HF Qwen3-VL folder for the VLM (and its tokenizer.json)"""
+    vjepa_folder: str | None = None
+    """HF V-JEPA2 folder for the target encoder"""
+    recipe: str = ""
+    """official-stage1 or official-stage2: the public code's settings for those stages (RECIPES); empty: the
+    flags alone"""
     device: str = "cpu"
-    threads: int = 1  # torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default
+    """torch device: cpu, cuda or cuda:N"""
+    threads: int = 1
+    """torch threads; 1 on a shared CPU box (two OpenMP threads stall under load); 0: torch default"""
     progress: bool = True
+    """a progress bar with loss and samples/s"""
 
 
 # ------------------------------------------------------------------------------------------------ helpers
