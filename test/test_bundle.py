@@ -126,7 +126,7 @@ def test_make_demo_runs_the_shipped_bundle_on_a_layout_it_never_trained_on(monke
     from vla_jepa_ros import cli
 
     calls = []
-    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {"successes": 1, "episodes": 1})
     assert cli.main(["demo"]) == 0
     (kw,) = calls
     shipped = Path(__file__).resolve().parents[1] / "models" / "tiny_sim"

@@ -30,7 +30,8 @@ KNOWN = {
     ("vla_jepa_ros.runtime.bench", "vla_jepa_interfaces"), ("vla_jepa_ros.runtime.bench", "vla_jepa_ros.bringup"),
     ("vla_jepa_ros.runtime.bench", "vla_jepa_ros.ros"),
     ("vla_jepa_ros.sim.demo", "rclpy"), ("vla_jepa_ros.sim.demo", "rosgraph_msgs"),
-    ("vla_jepa_ros.sim.demo", "sensor_msgs"), ("vla_jepa_ros.sim.demo", "vla_jepa_interfaces"),
+    ("vla_jepa_ros.sim.demo", "sensor_msgs"), ("vla_jepa_ros.sim.demo", "std_msgs"),
+    ("vla_jepa_ros.sim.demo", "vla_jepa_interfaces"),
     ("vla_jepa_ros.sim.demo", "vla_jepa_ros.ros"), ("vla_jepa_ros.sim.demo", "vla_jepa_ros.bringup"),
     ("vla_jepa_ros.sim.demo", "vla_jepa_ros.flywheel"),
 }
