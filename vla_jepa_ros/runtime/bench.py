@@ -180,6 +180,9 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
     from .bundle import load_bundle
 
+    from ..ros.dds import use_stack_profile
+
+    use_stack_profile()  # this process publishes the frames: its participant needs the profile too
     cams = load_bundle(bundle_root, verify_hashes=False).manifest.cameras
     params = {"policy": {"use_sim_time": False, "policy": "bundle", "bundle_path": str(bundle_root),
                          "backend": "onnxruntime", "threads": 1, "cameras": list(cams), "inference_rate_hz": 100.0,
