@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     from vla_jepa_ros.ros.shm import remove_stale_fastdds_files
 
     remove_stale_fastdds_files()
+    import shutil
+
+    shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 
