@@ -219,7 +219,8 @@ def format_table(rows: list[dict], title: str) -> str:
             f"{'cb p99':>8}{'pub p50':>9}{'bytes':>10}")
     lines = [title, head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['variant']:<34}{r['received_total']:>8}/{r['published']:<7}{100 * r['received_fraction']:>7.1f}"
+        lines.append(f"{r['variant']:<34}{r['received_total']:>8}/{r['published']:<7}"
+                     f"{100 * r['received_fraction']:>7.1f}"
                      f"{r['latency_ms_p50']:>9.2f}{r['latency_ms_p99']:>9.2f}{r['callback_ms_p50']:>8.2f}"
                      f"{r['callback_ms_p99']:>8.2f}{r['publish_ms_p50']:>9.2f}{r['bytes_per_frame']:>10}")
     lines.append("ms: lat = frame stamp -> subscriber callback; cb = time in the subscriber callback (deserialized "

@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         ax1b.plot(bins[:-1], np.histogram(t_s, bins)[0], color="tab:orange", label="msg/s")
         ax1.set_ylabel("MB/s")
         ax1b.set_ylabel("messages/s")
-        ax1.set_title(f"recorder: 2x {width}x{height} rgb8 @ {args.camera_hz:g} Hz + joint states @ {args.joint_hz:g} Hz")
+        ax1.set_title(f"recorder: 2x {width}x{height} rgb8 @ {args.camera_hz:g} Hz + joint states @ "
+                      f"{args.joint_hz:g} Hz")
         ax2.plot(t_s, lat_ms, ",", alpha=0.5)
         ax2.set_ylabel("receive latency (ms)")
         ax2.set_xlabel("time (s)")

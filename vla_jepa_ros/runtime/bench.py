@@ -40,7 +40,7 @@ class BenchConfig:
     warmup: int = 5
     e2e_seconds: float = 20.0
     e2e_rate_hz: float = 10.0
-    e2e_width_px: int = 320  # raw rgb8 frames; 640x480 best-effort frames are mostly lost by Fast DDS here
+    e2e_width_px: int = 320  # raw rgb8 frames (640x480 and larger need the stack's DDS profile: docs/cameras.md)
     e2e_height_px: int = 240
     plot: str = "bench_latency.png"
     json_path: str = ""
