@@ -170,6 +170,7 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
@@ -196,6 +197,14 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     node.create_subscription(ActionChunk, "/vla/action_chunk",
                              lambda m: received.append((time.time(), stamp_to_s(m.header.stamp), m.inference_ms)),
                              RELIABLE_QOS)
+    node_counts: dict[str, str] = {}  # the policy node's own frame counters (/diagnostics), newest
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name == "policy":
+                node_counts.update({kv.key: kv.value for kv in status.values if kv.key.startswith("frames.")})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR_QOS) for c in cams}
     state_pub = node.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
     status_pub = node.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
@@ -216,6 +225,7 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
         warm_until = time.time() + 8.0  # node start-up + first inferences
         stop_at = warm_until + seconds
         first_measured = None
+        published = 0  # frame pairs published while the policy node's subscriptions were matched
         while time.time() < stop_at:
             b.check()
             now = time.time()
@@ -224,12 +234,14 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
             st = RobotState(ee_position_m=[0.4, 0.0, 0.3], ee_rpy_rad=[np.pi, 0.0, 0.0], gripper_width_m=0.08,
                             gripper_open_commanded=True)
             state_pub.publish(st)
+            matched = all(p.get_subscription_count() > 0 for p in pubs.values())
             for c in cams:
                 msg = Image(height=height_px, width=width_px, encoding="rgb8", step=width_px * 3, data=data)
                 msg.header.stamp = s_to_stamp(now)
                 pubs[c].publish(msg)
+            published += matched
             time.sleep(max(0.0, 1.0 / rate_hz - (time.time() - now)))
-        time.sleep(0.5)
+        time.sleep(1.5)  # the last chunks, and one more /diagnostics with the node's frame counts
     running = False
     spinner.join(timeout=2)
     node.destroy_node()
@@ -243,7 +255,10 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     e2e = np.array([(recv - stamp) * 1e3 for stamp, (recv, _) in first.items()])
     overhead = np.array([(recv - stamp) * 1e3 - model for stamp, (recv, model) in first.items()])
     model = np.array([m for _, m in first.values()])
-    return {"frames": len(first), "e2e_ms": e2e.tolist(), "overhead_ms": overhead.tolist(),
+    received = min(int(node_counts.get(f"frames.{c}.received", 0)) for c in cams)
+    return {"frames": len(first), "published_pairs_measured": int(round(seconds * rate_hz)),
+            "published_pairs": published, "node_received_pairs": received, "node_frame_counts": node_counts,
+            "e2e_ms": e2e.tolist(), "overhead_ms": overhead.tolist(),
             "e2e_p50_ms": float(np.percentile(e2e, 50)), "e2e_p99_ms": float(np.percentile(e2e, 99)),
             "model_p50_ms": float(np.percentile(model, 50)),
             "overhead_p50_ms": float(np.percentile(overhead, 50)), "overhead_p99_ms": float(np.percentile(overhead, 99))}
@@ -297,6 +312,11 @@ def run_bench(config: BenchConfig, log=print) -> dict:
                       f"node on onnxruntime): p50 {e2e['e2e_p50_ms']:.1f} ms, p99 {e2e['e2e_p99_ms']:.1f} ms; model "
                       f"p50 {e2e['model_p50_ms']:.1f} ms; stack overhead p50 {e2e['overhead_p50_ms']:.1f} ms, "
                       f"p99 {e2e['overhead_p99_ms']:.1f} ms")
+                counts = e2e["node_frame_counts"]
+                print(f"  frame pairs producing a chunk: {e2e['frames']} of {e2e['published_pairs_measured']} "
+                      f"published in the measured {config.e2e_seconds:g} s; the policy node received "
+                      f"{e2e['node_received_pairs']} of the {e2e['published_pairs']} pairs published since it "
+                      f"subscribed (warm-up included); its counts: " + ", ".join(f"{k[len('frames.'):]}={v}" for k, v in counts.items()))
             except ImportError as exc:
                 log(f"skipping the end-to-end measurement (ROS 2 not importable: {exc})")
         if config.plot:
