@@ -47,7 +47,7 @@ def bench_render(host: str, n: int = 40) -> dict:
 def bench_latency(host: str, trials: int = 10) -> np.ndarray:
     """Sim seconds from submitting a 1 cm step (arm at rest) until the TCP moved 1 mm."""
     from vla_jepa_ros.core.types import ActionChunk
-    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+    from vla_jepa_ros.sim.expert import ScriptedExpertPolicy
     from vla_jepa_ros.sim.rollout import DirectRollout
     from vla_jepa_ros.sim.world import SimWorld, SimWorldConfig
 
@@ -79,7 +79,7 @@ def bench_latency(host: str, trials: int = 10) -> np.ndarray:
 
 
 def bench_expert(host: str, seeds: int) -> dict:
-    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+    from vla_jepa_ros.sim.expert import ScriptedExpertPolicy
     from vla_jepa_ros.sim.rollout import DirectRollout
     from vla_jepa_ros.sim.tasks import FAMILIES, TaskSpec
     from vla_jepa_ros.sim.world import SimWorld, SimWorldConfig

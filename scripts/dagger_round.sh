@@ -21,7 +21,7 @@ LR=${LR:-1e-4}
 THREADS=${THREADS:-1}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
-[ -f "$OUT/rollouts/eval_results.json" ] || $V/vla-jepa eval "$BUNDLE" --episodes "$EPISODES" --seed "$SEED" \
+[ -f "$OUT/rollouts/eval_results.json" ] || $V/vla-jepa eval "$BUNDLE" --episodes-per-family "$EPISODES" --seed "$SEED" \
     --task-timeout-s "$TIMEOUT_S" --out-dir "$OUT/rollouts" --record "$OUT/bags"
 [ -f "$OUT/relabelled/meta.json" ] || $V/vla-jepa bags-to-dataset "$OUT/bags" "$OUT/relabelled" --image-size-px 128 \
     --no-lerobot --relabel-expert
@@ -31,4 +31,4 @@ $V/vla-jepa-train --preset tiny --data $DATA "$OUT/relabelled" --init-from "$CKP
     --train.object-loss-weight 1 --train.lr-vlm "$LR" --train.lr-action-head "$LR" --train.lr-predictor "$LR" \
     --train.warmup-steps 50 ${EXTRA_TRAIN_ARGS:-} > "$OUT/train.log" 2>&1
 $V/vla-jepa export "$OUT/train/$(printf 'step_%06d' "$STEPS")" "$OUT/bundle" --model-id "$(basename "$OUT")"
-echo "next: vla-jepa eval $OUT/bundle --episodes 10 --seed 1000; the next round adds $OUT/relabelled to DATA"
+echo "next: vla-jepa eval $OUT/bundle --episodes-per-family 10 --seed 1000; the next round adds $OUT/relabelled to DATA"

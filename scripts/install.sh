@@ -70,7 +70,25 @@ else
   step "packages up to date"
 fi
 
-# 5. a GL context for MuJoCo offscreen rendering (EGL from Mesa, or OSMesa as a fallback)
+# 5. Foxglove's TypeScript MCAP reader for the independent bag check (test/test_bag_validation.py), pinned by
+#    tools/mcap_check/package-lock.json and installed from the npm registry into tools/mcap_check/node_modules
+mcap_check=tools/mcap_check
+if command -v node >/dev/null && command -v npm >/dev/null \
+   && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  npm_fp="$(fingerprint "$mcap_check/package.json" "$mcap_check/package-lock.json")"
+  if ! up_to_date npm_mcap_check "$npm_fp" || [ ! -d "$mcap_check/node_modules/@mcap/core" ]; then
+    step "installing $mcap_check (npm ci: @mcap/core, @foxglove/rosmsg2-serialization, pinned)"
+    npm ci --prefix "$mcap_check" --no-audit --no-fund --loglevel=error \
+      || fail "npm ci in $mcap_check failed (see the npm output above)"
+    mark_done npm_mcap_check "$npm_fp"
+  else
+    step "$mcap_check up to date"
+  fi
+else
+  step "node >= 20 with npm not found: skipping $mcap_check (the independent MCAP check will be skipped)"
+fi
+
+# 6. a GL context for MuJoCo offscreen rendering (EGL from Mesa, or OSMesa as a fallback)
 if ! MUJOCO_GL=egl "$VENV/bin/python" -c 'import mujoco; mujoco.GLContext(8, 8).make_current()' 2>/dev/null \
    && ! MUJOCO_GL=osmesa "$VENV/bin/python" -c 'import mujoco; mujoco.GLContext(8, 8).make_current()' 2>/dev/null; then
   step "no offscreen GL found: installing Mesa (EGL + OSMesa) with apt"

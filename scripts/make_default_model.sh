@@ -10,7 +10,7 @@
 #      auxiliary object-position loss (simulation ground truth, training only) and the state normalised in-graph
 #   4. export both to bundles (ONNX, parity-checked); offline-eval both on held-out demonstrations (seconds), then
 #      evaluate both in the sim graph on held-out layouts
-#   5. (rounds 4-7 in models/tiny_sim/README.md) the round-3 bundle's own rollouts, recorded (DAgger), and DART
+#   5. (rounds 4-7 in docs/experiments/tiny_sim/README.md) the round-3 bundle's own rollouts, recorded (DAgger), and DART
 #      episodes (the expert aiming off target); fine-tune on demonstrations + DART; convert every bag with
 #      counterfactual instructions (each reach phase again naming every other cube); fine-tune on demonstrations +
 #      counterfactual, then on counterfactual alone at 3x the learning rate, with and without the alignment loss;
@@ -50,7 +50,7 @@ stamp() { date +%s; }
 t0=$(stamp)
 bags=()
 for seed in $SEEDS; do
-  [ -f "$OUT/bags_$seed/collect_summary.json" ] || $V/vla-jepa collect "$OUT/bags_$seed" --episodes "$EPISODES" --seed "$seed"
+  [ -f "$OUT/bags_$seed/collect_summary.json" ] || $V/vla-jepa collect "$OUT/bags_$seed" --episodes-per-family "$EPISODES" --seed "$seed"
   bags+=("$OUT/bags_$seed")
 done
 t1=$(stamp)
@@ -76,13 +76,13 @@ $V/vla-jepa export "$OUT/train_jepa/$step" "$OUT/bundle_jepa" --model-id tiny-si
 $V/vla-jepa export "$OUT/train_no_wm/$step" "$OUT/bundle_no_wm" --model-id tiny-sim-no-wm
 t4=$(stamp)
 # held-out demonstrations (layouts 500..509, never trained on) -> chunk error per phase, in seconds
-[ -f "$OUT/heldout_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/heldout_bags" --episodes 5 --seed 500
+[ -f "$OUT/heldout_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/heldout_bags" --episodes-per-family 5 --seed 500
 [ -f "$OUT/heldout/meta.json" ] || $V/vla-jepa bags-to-dataset "$OUT/heldout_bags" "$OUT/heldout" --image-size-px 128 --no-lerobot
 for variant in jepa no_wm; do
   $V/vla-jepa offline-eval "$OUT/bundle_$variant" "$OUT/heldout" --stride 3 --json "$OUT/offline_$variant.json"
 done
-$V/vla-jepa eval "$OUT/bundle_jepa" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_jepa"
-$V/vla-jepa eval "$OUT/bundle_no_wm" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
+$V/vla-jepa eval "$OUT/bundle_jepa" --episodes-per-family "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_jepa"
+$V/vla-jepa eval "$OUT/bundle_no_wm" --episodes-per-family "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval_no_wm"
 t5=$(stamp)
 echo "stage times (s): collect $((t1 - t0)), convert + layouts + pretrain $((t2 - t1)), train x2 $((t3 - t2)), export x2 $((t4 - t3)), eval x2 $((t5 - t4))"
 
@@ -95,8 +95,8 @@ tune() {  # tune OUT_DIR INIT LR SEED DATA... [-- EXTRA...]
       --train.warmup-steps 50 ${EXTRA:-} > "$out.log" 2>&1
 }
 [ -d "$OUT/dagger_bags" ] || $V/vla-jepa eval "$OUT/bundle_jepa" \
-    --episodes 20 --seed 3000 --task-timeout-s 20 --out-dir "$OUT/dagger_rollouts" --record "$OUT/dagger_bags"
-[ -f "$OUT/dart_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/dart_bags" --episodes 30 --seed 5000 --aim-noise-m 0.015
+    --episodes-per-family 20 --seed 3000 --task-timeout-s 20 --out-dir "$OUT/dagger_rollouts" --record "$OUT/dagger_bags"
+[ -f "$OUT/dart_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/dart_bags" --episodes-per-family 30 --seed 5000 --aim-noise-m 0.015
 [ -f "$OUT/dart/meta.json" ] || $V/vla-jepa bags-to-dataset "$OUT/dart_bags" "$OUT/dart" --image-size-px 128 --no-lerobot --relabel-expert
 tune "$OUT/round5" "$OUT/train_jepa/$step" 1e-4 0 "$OUT/dataset" "$OUT/dart"
 [ -f "$OUT/cf/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger_bags" "$OUT/cf" \
@@ -107,7 +107,7 @@ EXTRA=--train.no-use-wm-loss tune "$OUT/round7_no_wm" "$OUT/round6/step_002000" 
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round7_$variant/step_002000" "$OUT/bundle7_$variant" --model-id "tiny-sim-$variant"
   $V/vla-jepa offline-eval "$OUT/bundle7_$variant" "$OUT/heldout" --stride 3
-  $V/vla-jepa eval "$OUT/bundle7_$variant" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval7_$variant"
+  $V/vla-jepa eval "$OUT/bundle7_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --out-dir "$OUT/eval7_$variant"
 done
 # ---- round 14 (session 10): the action head reads the object head's estimate; from the round-7 bundle's ONNX ----
 # (--init-from a bundle reads its inference weights back from the graphs; predictor and object head start fresh),
@@ -133,24 +133,24 @@ pair() {
 pair 14 "$OUT/cf14" 8 "$OUT/bundle7_jepa" --action-head-objects
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round14_$variant/step_002000" "$OUT/bundle14_$variant" --model-id "tiny-sim-objects-$variant"
-  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval14_$variant"
-  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --same-layouts \
+  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval14_$variant"
+  $V/vla-jepa eval "$OUT/bundle14_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 1000 --task-timeout-s 30 --same-layouts \
       --out-dir "$OUT/evalsl14_$variant"
 done
 echo "ship it: $V/vla-jepa export $OUT/round14_jepa/step_002000 models/tiny_sim --model-id tiny-sim-objects-jepa --no-torch-weights --overwrite"
 # ---- round 15 (session 11): DAgger on round 14; the fine-tune keeps round 14's action statistics (the default) ----
 [ -d "$OUT/dagger15_bags" ] || $V/vla-jepa eval "$OUT/bundle14_jepa" \
-    --episodes 20 --seed 7000 --task-timeout-s 25 --out-dir "$OUT/dagger15_rollouts" --record "$OUT/dagger15_bags"
+    --episodes-per-family 20 --seed 7000 --task-timeout-s 25 --out-dir "$OUT/dagger15_rollouts" --record "$OUT/dagger15_bags"
 [ -f "$OUT/cf15/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
     "$OUT/cf15" --image-size-px 128 --no-lerobot --relabel-expert --counterfactual-colours
 pair 15 "$OUT/cf15" 9 "$OUT/round14_{v}/step_002000"
 for variant in jepa no_wm; do
   $V/vla-jepa export "$OUT/round15_$variant/step_002000" "$OUT/bundle15_$variant" --model-id "tiny-sim-dagger-$variant"
-  $V/vla-jepa eval "$OUT/bundle15_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval15_$variant"
+  $V/vla-jepa eval "$OUT/bundle15_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 --out-dir "$OUT/eval15_$variant"
 done
 # ---- round 16 (session 12): demonstrations and DAgger rollouts where the named cube is the one nearest the robot ----
-[ -f "$OUT/near_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/near_bags" --episodes 30 --seed 9000 --target near
-[ -d "$OUT/dagger_near_bags" ] || $V/vla-jepa eval "$OUT/bundle14_jepa" --episodes 20 --seed 9100 --target near \
+[ -f "$OUT/near_bags/collect_summary.json" ] || $V/vla-jepa collect "$OUT/near_bags" --episodes-per-family 30 --seed 9000 --target near
+[ -d "$OUT/dagger_near_bags" ] || $V/vla-jepa eval "$OUT/bundle14_jepa" --episodes-per-family 20 --seed 9100 --target near \
     --task-timeout-s 25 --out-dir "$OUT/dagger_near_rollouts" --record "$OUT/dagger_near_bags"
 [ -f "$OUT/cf16/meta.json" ] || $V/vla-jepa bags-to-dataset "${bags[@]:0:2}" "$OUT/dart_bags" "$OUT/dagger15_bags" \
     "$OUT/near_bags" "$OUT/dagger_near_bags" "$OUT/cf16" --image-size-px 128 --no-lerobot --relabel-expert \
@@ -162,9 +162,9 @@ export_eval() {
   for variant in jepa no_wm; do
     $V/vla-jepa export "$OUT/round${round}_$variant/$step" "$OUT/bundle${round}_$variant" --model-id "$id-$variant" \
         --no-torch-weights
-    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 \
+    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 2000 --task-timeout-s 30 \
         --out-dir "$OUT/eval${round}_$variant"
-    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes "$EVAL_EPISODES" --seed 9200 --target near \
+    $V/vla-jepa eval "$OUT/bundle${round}_$variant" --episodes-per-family "$EVAL_EPISODES" --seed 9200 --target near \
         --task-timeout-s 30 --out-dir "$OUT/evalnear${round}_$variant"
   done
 }

@@ -151,7 +151,7 @@ def test_a_second_graph_in_the_same_ros_domain_is_refused_with_what_to_do(ros_co
         bin_dir = Path(sys.executable).parent
         proc = subprocess.run([str(bin_dir / "vla-jepa"), "demo", "--out-dir", "unused"], capture_output=True,
                               text=True, timeout=120)
-        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.returncode == 2, proc.stderr[-2000:]
         assert "vla-jepa demo: another graph is running" in proc.stderr and "Traceback" not in proc.stderr
     finally:
         node.destroy_node()

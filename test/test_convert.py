@@ -28,9 +28,10 @@ POSES_PERIOD_S, POSES_T0_S = 0.05, 0.03
 
 
 def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", object_poses=False,
-              other_cubes: dict | None = None, close_at_s: float | None = None):
+              other_cubes: dict | None = None, close_at_s: float | None = None, wall_t0_s: float | None = None):
     """other_cubes: name -> fixed (x, y) of more cubes in /sim/object_poses; close_at_s: the state reports the
-    gripper commanded closed from then on."""
+    gripper commanded closed from then on; wall_t0_s: log times on a wall clock from there (running slower than
+    sim time, as under load) and the sim receive times as /clock samples, as the recorder writes them."""
     topics = [*([TopicSpec("/sim/object_poses", "vla_jepa_interfaces/msg/ObjectPoses")] if object_poses else []),
               TopicSpec("/cameras/front/image_raw", "sensor_msgs/msg/Image"),
               TopicSpec("/cameras/wrist/image_raw", "sensor_msgs/msg/Image"),
@@ -65,7 +66,10 @@ def write_bag(bag_dir, outcome="SUCCEEDED", instruction="pick up the red cube", 
         msg = chunk_to_msg(CoreChunk(actions, STEP_S, stamp_s=received - 0.05, task_id="t", sequence=c))
         events.append((received, "/vla/action_chunk", msg))
     for t, topic, msg in sorted(events, key=lambda e: e[0]):
-        writer.write(topic, _ns(t), serialize_message(msg))
+        if wall_t0_s is None:
+            writer.write(topic, _ns(t), serialize_message(msg))
+        else:
+            writer.write(topic, _ns(wall_t0_s + 1.7 * t), serialize_message(msg), ros_time_ns=_ns(t))
     writer.close({})
     (bag_dir / "episode.yaml").write_text(yaml.safe_dump(
         {"task_id": bag_dir.name, "instruction": instruction, "outcome": outcome, "end_time_ns": _ns(END_S)}))
@@ -134,7 +138,7 @@ def test_relabel_expert_gives_each_step_the_experts_action_from_that_steps_state
     /sim/object_poses is reported, not guessed."""
     from vla_jepa.data import NativeEpisodeSource
     from vla_jepa_ros.core.types import Observation
-    from vla_jepa_ros.runtime.expert import ScriptedExpertPolicy
+    from vla_jepa_ros.sim.expert import ScriptedExpertPolicy
 
     write_bag(tmp_path / "bags" / "task-0001", outcome="FAILED", object_poses=True)
     write_bag(tmp_path / "bags" / "task-0002", outcome="FAILED")  # no poses
@@ -253,3 +257,46 @@ def test_named_object_tracks_the_cube_each_instruction_names_counterfactual_copi
         named[cube] = ep.objects[0, -1]
     assert sorted(named) == ["blue_cube", "green_cube", "red_cube"]
     assert len({tuple(np.round(p, 3)) for p in named.values()}) == 3  # three different places
+
+
+def test_wall_clock_log_times_give_the_same_samples_as_sim_time(tmp_path):
+    """Bags log on the wall clock; chunks are placed on the step grid by their sim receive time (/clock samples),
+    so a bag recorded while sim time ran slower than the wall clock converts to exactly the same dataset."""
+    from vla_jepa.data import NativeEpisodeSource
+
+    write_bag(tmp_path / "sim" / "task-0001")
+    write_bag(tmp_path / "wall" / "task-0001", wall_t0_s=1.8e9)
+    for name in ("sim", "wall"):
+        bags_to_dataset([tmp_path / name], tmp_path / f"ds-{name}", ConvertConfig(min_steps=2, lerobot=False),
+                        progress=False)
+    sim, wall = NativeEpisodeSource(tmp_path / "ds-sim").load(0), NativeEpisodeSource(tmp_path / "ds-wall").load(0)
+    assert len(wall.actions) == len(sim.actions) > 10
+    np.testing.assert_array_equal(wall.actions, sim.actions)
+    np.testing.assert_array_equal(wall.states, sim.states)
+    np.testing.assert_array_equal(wall.frames, sim.frames)
+
+
+def test_cut_short_bags_are_skipped_unless_asked(tmp_path):
+    """A bag cut short (recorder killed, disk full, copy truncated) is not a full demonstration whatever its
+    outcome: repaired or still truncated, it is skipped with a note; --include-repaired uses it."""
+    from vla_jepa_ros.recording import repair_episode
+
+    bags = tmp_path / "bags"
+    write_bag(bags / "task-0001")
+    for name in ("task-0002", "task-0003"):
+        mcap = write_bag(bags / name) / f"{name}_0.mcap"
+        data = mcap.read_bytes()
+        mcap.write_bytes(data[: len(data) // 2])  # the tail is gone: no summary, the last chunks lost
+    meta = repair_episode(bags / "task-0002")
+    assert meta["repaired"] is True and meta["outcome"] == "SUCCEEDED"
+    assert yaml.safe_load((bags / "task-0002" / "episode.yaml").read_text())["repaired"] is True
+    reports = {r.bag.rsplit("/", 1)[1]: r for r in
+               bags_to_dataset([bags], tmp_path / "ds", ConvertConfig(min_steps=2, lerobot=False), progress=False)}
+    assert reports["task-0001"].kept and not reports["task-0002"].kept and not reports["task-0003"].kept
+    assert reports["task-0002"].reason.startswith("repaired: cut short, not a full demonstration")
+    assert reports["task-0003"].reason.startswith("truncated")
+    assert reports["task-0002"].outcome == "SUCCEEDED"  # reported as it was, not used
+    assert "--include-repaired" in reports["task-0002"].reason
+    reports = bags_to_dataset([bags], tmp_path / "ds2", ConvertConfig(min_steps=2, lerobot=False,
+                                                                      include_repaired=True), progress=False)
+    assert [r.kept for r in reports] == [True, True, True]

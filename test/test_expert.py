@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vla_jepa_ros.core.types import Observation
-from vla_jepa_ros.runtime.expert import ExpertConfig, ScriptedExpertPolicy
+from vla_jepa_ros.sim.expert import ExpertConfig, ScriptedExpertPolicy
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 HOME = np.array([0.554, 0.0, 0.521, np.pi, 0.0, 0.0, 0.08, 1.0])  # STATE_DIM_NAMES, gripper open

@@ -1,5 +1,6 @@
 """runtime/export.py: tiny export parity (onnxruntime vs torch), the parity gate, the CLI, one-graph layout."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -97,6 +98,8 @@ def test_cli_single_graph_layout_matches_split(tmp_path):
                  "--no-torch-weights"]) == 0
     single, split = load_bundle(out), load_bundle(tiny_bundle())
     assert [g.name for g in single.manifest.graphs] == ["policy"] and single.torch_checkpoint is None
+    recorded = single.manifest.export["checkpoint"]  # names the checkpoint without this machine's paths
+    assert not Path(recorded).is_absolute() and recorded.endswith(tiny_checkpoint().name), recorded
     from vla_jepa.checkpoint import load_checkpoint
 
     _, cfg, _, tok = load_checkpoint(tiny_checkpoint(), with_world_model=False)

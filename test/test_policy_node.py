@@ -280,9 +280,14 @@ def test_franky_sim_graph_runs_the_tiny_bundle(tmp_path):
         try:
             probe.wait_ready(check=g.check)
             probe.record = True
+            sim0 = probe.sim_time_s
             reply = probe.start_task("pick up the red cube", 4.0)
             assert reply.accepted, reply.message
-            final = probe.wait_outcome(reply.task_id, wall_timeout_s=120.0, check=g.check)
+            lines = []  # the live progress demo and eval print: what the success check sees of the red cube
+            final = probe.wait_outcome(reply.task_id, wall_timeout_s=120.0, check=g.check, progress_period_s=0.5,
+                                       on_progress=lambda: lines.append(probe.progress("pick up the red cube", sim0)))
+            assert any("chunks" in line and "the red cube" in line and "(lifted at 8 cm)" in line
+                       for line in lines), lines
             g.check()
             assert final.state >= TaskStatus.SUCCEEDED  # ended (by timeout, as a random model will)
             assert len(probe.chunks) >= 3, f"only {len(probe.chunks)} chunks; policy log:\n{g.log_tail('policy')}"

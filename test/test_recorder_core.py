@@ -283,6 +283,28 @@ def test_killed_bag_reads_up_to_last_flush_and_repairs(tmp_path):
     assert EpisodeReader(tmp_path / "bags2" / "killed").message_counts[FRONT] == 4
 
 
+def test_bag_info_repair_marks_the_bag_and_skips_files_that_are_not_bags(tmp_path, capsys):
+    """`vla-jepa bag-info bags/* --repair`: a cut-short bag is rewritten and marked repaired (not a full
+    demonstration, whatever its outcome); collect_summary.json and other non-bags are skipped with a note."""
+    from vla_jepa_ros.recording.__main__ import main as bag_info
+
+    bag = _write_unclosed_bag(tmp_path / "bags", n_flushed=6, n_pending=2)
+    meta = yaml.safe_load((bag / "episode.yaml").read_text())
+    (bag / "episode.yaml").write_text(yaml.safe_dump({**meta, "outcome": "SUCCEEDED"}))
+    (tmp_path / "bags" / "collect_summary.json").write_text("{}")
+    (tmp_path / "bags" / "notes").mkdir()
+    paths = sorted(str(p) for p in (tmp_path / "bags").iterdir())
+    assert bag_info([*paths, "--repair"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{tmp_path / 'bags' / 'collect_summary.json'}: not an episode bag, skipped" in out
+    assert f"{tmp_path / 'bags' / 'notes'}: not an episode bag, skipped" in out
+    line = next(o for o in out if o.startswith(f"{bag}:"))
+    assert "outcome SUCCEEDED recording recovered REPAIRED (cut short: not a full demonstration)" in line
+    meta = EpisodeReader(bag).metadata
+    assert meta["repaired"] is True and meta["message_counts"][FRONT] == 6 and meta["repaired_at"]
+    assert bag_info([str(tmp_path / "nope")]) == 1  # a missing path is still an error
+
+
 def test_corrupt_and_missing_bags_name_the_file(tmp_path):
     rec, _ = make_recorder(tmp_path)
     rec.start()
@@ -324,6 +346,9 @@ def test_corrupt_and_missing_bags_name_the_file(tmp_path):
     ({"flush_period_s": 30.0}, r"flush_period_s=30.0 must be in \[0.01, 10\]"),
     ({"metadata_period_s": 0.1}, "metadata_period_s=0.1 must be in"),
     ({"min_free_disk_mb": -5.0}, "min_free_disk_mb=-5.0 must be >= 0"),
+    ({"compression": "gzip"}, "compression='gzip' must be one of zstd, lz4, none"),
+    ({"compression_level": 25}, r"compression_level=25 must be 0 \(the default\) or in \[1, 19\] for zstd"),
+    ({"compression": "none", "compression_level": 3}, r"compression_level=3 must be 0 \(the default\) or in"),
 ])
 def test_bad_config_refused_naming_the_value(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -1,5 +1,5 @@
 """recorder in its own process (Bringup, real DDS), fed from this test process: bytes and counts read back,
-sim-time log times, splits, SIGKILL leaves a readable bag, disk guard, drops under load, bad parameters."""
+wall-clock log times with sim receive times from /clock samples, splits, SIGKILL leaves a readable bag, disk guard, drops under load, bad parameters."""
 from __future__ import annotations
 
 import os
@@ -29,7 +29,7 @@ from .rosutil import RosClient
 pytestmark = pytest.mark.slow
 FRONT, WRIST, JOINTS, CHUNK, STATUS = ("/cameras/front/image_raw", "/cameras/wrist/image_raw", "/franka/joint_states",
                                        "/vla/action_chunk", "/vla/task_status")
-SIM_T0_S = 1000  # the test's /clock starts here: log times must be sim time, not wall time
+SIM_T0_S = 1000  # the test's /clock starts here: ROS receive times must be sim time, log times wall time
 SIGKILL_MAX_LAG_S = 1.0  # everything published earlier than this before a SIGKILL must be readable
 BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 
@@ -115,6 +115,7 @@ def test_episode_reads_back_same_bytes_counts_sim_time_splits_and_sigint(tmp_pat
                 for _ in range(3):          # in transport; prime the path before anything is recorded
                     pubs[topic].publish(serialize_message(image(99)))
                     time.sleep(0.05)
+            wall_start_s = time.time()
             task_id = g.start_task()
             g.wait_episode(task_id, "recording")
             sent: dict[str, list[bytes]] = {t: [] for t in pubs}
@@ -154,9 +155,12 @@ def test_episode_reads_back_same_bytes_counts_sim_time_splits_and_sigint(tmp_pat
         got = [bytes(d) for _, _, d in reader.messages([topic], raw=True)]
         assert len(got) == len(payloads), f"{topic}: {len(got)} recorded, {len(payloads)} published"
         assert [unpadded(g, len(p)) for g, p in zip(got, payloads)] == payloads, topic
-    assert len(reader.files) >= 8, "60 images of 150 kB with max_bag_size_mb=1 must split"
-    stamps = [s for _, s, _ in reader.messages(raw=True)]
-    assert all(SIM_T0_S * 1e9 <= s < (SIM_T0_S + 60) * 1e9 for s in stamps), "log times are not sim time"
+    assert len(reader.files) >= 6, "60 images of 150 kB with max_bag_size_mb=1 must split"
+    assert all(p.stat().st_size < 1.4e6 for p in reader.files[:-1]), "files beyond the size limit"
+    stamps = [s for _, s, _ in reader.messages(raw=True, ros_time=True)]
+    assert all(SIM_T0_S * 1e9 <= s < (SIM_T0_S + 60) * 1e9 for s in stamps), "ROS receive times are not sim time"
+    wall_s = [s / 1e9 for _, s, _ in reader.messages(raw=True)]
+    assert all(wall_start_s <= s <= time.time() for s in wall_s), "log times are not the wall clock"
     states = [m.state for _, _, m in reader.messages([STATUS])]
     assert states[0] == TaskStatus.RUNNING and states[-1] == TaskStatus.SUCCEEDED
     assert meta["outcome"] == "SUCCEEDED" and meta["model_id"] == "tiny-sim@7" and meta["dropped_total"] == 0

@@ -67,7 +67,7 @@ def running_graph_nodes(wait_s: float = 1.5, names: Iterable[str] = GRAPH_NODE_N
         context.try_shutdown()
 
 
-def ensure_no_running_graph(wait_s: float = 1.5) -> None:
+def ensure_no_running_graph(wait_s: float = 3.0) -> None:
     """Raise GraphAlreadyRunning, saying what to do, when another graph's nodes are up in this ROS domain
     (e.g. a second `vla-jepa eval` started beside a first one: both task managers would take the same tasks)."""
     found = running_graph_nodes(wait_s)
@@ -125,6 +125,9 @@ class Bringup:
             raise ValueError(f"nodes {sorted(unknown)} are not in graph {self.graph.name!r} "
                              f"({', '.join(s.name for s in self.graph.nodes)})")
         self.extra_params = extra_params or {}
+        if unknown := set(self.extra_params) - {"*"} - {s.name for s in self.graph.nodes}:
+            raise ValueError(f"parameters for nodes {sorted(unknown)} that graph {self.graph.name!r} does not have "
+                             f"({', '.join(s.name for s in self.graph.nodes)}; * means every node)")
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -239,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, dict[str, Any]] = {}
     for node, param, value in args.param:
         extra.setdefault(node, {})[param] = value
-    bringup = Bringup(args.graph, args.params_file, extra, args.nodes, log_dir=args.log_dir, echo=not args.quiet)
+    try:
+        bringup = Bringup(args.graph, args.params_file, extra, args.nodes, log_dir=args.log_dir, echo=not args.quiet)
+    except ValueError as exc:
+        parser.error(str(exc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

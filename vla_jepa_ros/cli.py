@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from pathlib import Path
@@ -33,6 +34,35 @@ def _parser(name: str, description: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, above: float | None = None):
+    """An argparse type: a finite number of `kind` in [low, high] (and > above); the error names the value and
+    the limit, and comes before anything starts."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} must be <= {high}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{value} must be > {above}")
+        return value
+    parse.__name__ = kind.__name__  # argparse's "invalid <name> value" fallback
+    return parse
+
+
+COUNT = _number(int, low=1)  # episodes, threads, iterations ...
+NON_NEGATIVE = _number(int, low=0)
+POSITIVE_S = _number(float, above=0.0)  # durations, rates
+FRACTION = _number(float, low=0.0, high=1.0)
+IMAGE_PX = _number(int, low=16, high=4096)
+
+
 DEFAULT_MODEL = "models/tiny_sim"  # the shipped bundle (scripts/make_default_model.sh, models/tiny_sim/README.md)
 
 
@@ -43,18 +73,17 @@ def _demo(argv: list[str]) -> int:
     p = _parser("demo", "Bring up the sim graph (franky-sim FR3 in MuJoCo, cameras, policy, controller, task "
                         f"manager), send {INSTRUCTION!r} through /vla/execute_task, wait for the outcome and print "
                         "a summary. By default the shipped learned bundle drives the arm from the cameras and the "
-                        f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on, where it "
-                        "succeeded 10 times in 10 with deterministic chunks (over 20 random held-out layouts: "
-                        "14/20; models/tiny_sim/README.md). "
+                        f"robot state, on layout {DEMO_LAYOUT_SEED}: a layout it never trained on (its success "
+                        "rates on held-out layouts are in its model card, models/tiny_sim/README.md). "
                         "With --episodes N: N layouts from --seed on, and a success rate.")
-    p.add_argument("--episodes", type=int, default=1, help="number of randomised episodes")
+    p.add_argument("--episodes", type=COUNT, default=1, help="number of randomised episodes")
     p.add_argument("--seed", type=int, default=DEMO_LAYOUT_SEED, help="seed of the first episode's layout")
     p.add_argument("--out-dir", default="demo_out", help="where image strips and the summary go")
     p.add_argument("--policy", default="model", choices=["expert", "model", "bundle"],
                    help="model: the shipped learned bundle models/tiny_sim (cameras + robot state only); expert: "
                         "scripted, reads the simulator's ground truth; bundle: the folder given with --bundle")
     p.add_argument("--bundle", default=None, help="model bundle folder (with --policy bundle)")
-    p.add_argument("--noise-scale", type=float, default=0.0,
+    p.add_argument("--noise-scale", type=FRACTION, default=0.0,
                    help="flow start noise of a learned policy: 0 gives deterministic chunks (the demo repeats "
                         "itself up to timing), 1 samples them as trained (as `vla-jepa eval` does by default)")
     args = p.parse_args(argv)
@@ -64,8 +93,6 @@ def _demo(argv: list[str]) -> int:
     if args.policy == "bundle" and not args.bundle:
         p.error("--policy bundle needs --bundle DIR")
     bundle = str(share_file(DEFAULT_MODEL)) if args.policy == "model" else args.bundle
-    if not 0.0 <= args.noise_scale <= 1.0:
-        p.error(f"--noise-scale {args.noise_scale} must be in [0, 1]")
     run_demo(episodes=args.episodes, seed=args.seed, out_dir=args.out_dir,
              policy="expert" if args.policy == "expert" else "bundle", bundle=bundle, noise_scale=args.noise_scale)
     return 0
@@ -82,13 +109,15 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--layout", default="split", choices=["split", "single"],
                    help="prefix.onnx + head.onnx (stage timings, same speed) or one policy.onnx")
     p.add_argument("--cameras", default="front,wrist", help="camera names in the model's view order")
-    p.add_argument("--step-period-s", type=float, default=0.1, help="time between chunk steps on the robot")
+    p.add_argument("--step-period-s", type=POSITIVE_S, default=0.1, help="time between chunk steps on the robot")
     p.add_argument("--model-id", default="", help="default: vla-jepa-<preset>-<graph hash>")
     p.add_argument("--embodiment-tag", default="", help="stats entry to use (default: the only one)")
     p.add_argument("--simplify", action="store_true", help="run onnxslim on the graphs (must be installed)")
-    p.add_argument("--min-cosine", type=float, default=0.999)
-    p.add_argument("--max-abs-error", type=float, default=1e-3, help="bound on the normalised chunk")
-    p.add_argument("--parity-cases", type=int, default=3)
+    p.add_argument("--min-cosine", type=_number(float, low=-1.0, high=1.0), default=0.999,
+                   help="parity gate: smallest cosine between the onnxruntime and torch chunks")
+    p.add_argument("--max-abs-error", type=POSITIVE_S, default=1e-3, help="bound on the normalised chunk")
+    p.add_argument("--parity-cases", type=COUNT, default=3,
+                   help="instruction/noise cases the parity gate compares")
     p.add_argument("--no-torch-weights", action="store_true", help="leave out torch/ (TorchBackend weights)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -110,9 +139,9 @@ def _export(argv: list[str]) -> int:
 def _trt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="model bundle folder")
     p.add_argument("--precision", default="bf16", choices=["fp16", "bf16", "fp32"])
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
-    p.add_argument("--workspace-gib", type=float, default=4.0)
-    p.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0..5")
+    p.add_argument("--device", type=NON_NEGATIVE, default=0, help="CUDA device index")
+    p.add_argument("--workspace-gib", type=POSITIVE_S, default=4.0, help="TensorRT builder workspace (GiB)")
+    p.add_argument("--opt-level", type=_number(int, low=0, high=5), default=3, help="TensorRT builder optimization level 0..5")
     p.add_argument("--rebuild", action="store_true", help="ignore cached engines")
 
 
@@ -147,9 +176,11 @@ def _verify_engine(argv: list[str]) -> int:
     p = _parser("verify-engine", "Build (or load) the engines, run TensorRT and onnxruntime on identical inputs, "
                                  "print cosine / max-abs error and TensorRT latency; exit 1 when outside the limits.")
     _trt_args(p)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--min-cosine", type=float, default=0.99)
-    p.add_argument("--max-abs-error", type=float, default=0.05)
+    p.add_argument("--iterations", type=COUNT, default=100, help="timed calls per variant")
+    p.add_argument("--min-cosine", type=_number(float, low=-1.0, high=1.0), default=0.99,
+                   help="smallest cosine between the TensorRT and onnxruntime chunks")
+    p.add_argument("--max-abs-error", type=POSITIVE_S, default=0.05,
+                   help="largest absolute difference between the TensorRT and onnxruntime chunks")
     args = p.parse_args(argv)
     from .runtime.bundle import load_bundle
     from .runtime.tensorrt_backend import verify_engine
@@ -179,11 +210,11 @@ def _bench(argv: list[str]) -> int:
                         "torch-graphs-host (the same, frames resized on the host, not on the GPU), onnxruntime, "
                         "tensorrt")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--e2e-seconds", type=float, default=20.0, help="0 skips the across-processes measurement")
-    p.add_argument("--e2e-rate-hz", type=float, default=10.0, help="camera rate for the end-to-end measurement")
+    p.add_argument("--threads", type=COUNT, default=1, help="CPU inference threads")
+    p.add_argument("--iterations", type=COUNT, default=100, help="timed calls per variant")
+    p.add_argument("--warmup", type=NON_NEGATIVE, default=5, help="untimed calls first")
+    p.add_argument("--e2e-seconds", type=_number(float, low=0.0), default=20.0, help="0 skips the across-processes measurement")
+    p.add_argument("--e2e-rate-hz", type=POSITIVE_S, default=10.0, help="camera rate for the end-to-end measurement")
     p.add_argument("--e2e-size", default="320x240", help="raw camera frame WxH for the end-to-end measurement")
     p.add_argument("--plot", default="bench_latency.png", help="histogram PNG ('' to skip)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
@@ -205,7 +236,7 @@ def _bench(argv: list[str]) -> int:
 def _libero_eval(argv: list[str]) -> int:
     p = _parser("libero-eval", "Run BUNDLE on LIBERO suites under the VLA-JEPA paper's protocol (upright cameras "
                                "resized to 224 INTER_AREA, 8-d state, 10 wait steps, 7-step chunks open loop, "
-                               "gripper 1-2*(g>0.5)). Writes results.json, results.md (95%% Wilson intervals, "
+                               "gripper 1-2*(g>0.5)). Writes results.json, results.md (95 % Wilson intervals, "
                                "LIBERO-Plus-shaped robustness table for LIBERO-PRO suites) and videos/. Run it "
                                "with .venv-libero/bin/vla-jepa (make libero).")
     p.add_argument("bundle", nargs="?", help="model bundle folder (manifest.yaml + graphs), e.g. from "
@@ -214,22 +245,22 @@ def _libero_eval(argv: list[str]) -> int:
                    help="suites: libero_spatial libero_object libero_goal libero_10 libero_90, or LIBERO-PRO "
                         "variants with _lan _object _swap _task")
     p.add_argument("--pro", action="store_true", help="also run the four LIBERO-PRO variants of each suite")
-    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
-    p.add_argument("--episodes-per-task", type=int, default=50, help="episodes per task (init states 0..N-1)")
-    p.add_argument("--first-init-state", type=int, default=0, help="first fixed init state (held-out splits)")
-    p.add_argument("--workers", type=int, default=1, help="parallel episode processes (0: in this process)")
-    p.add_argument("--threads", type=int, default=1, help="inference threads per worker")
+    p.add_argument("--tasks", type=NON_NEGATIVE, nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--episodes-per-task", type=COUNT, default=50, help="episodes per task (init states 0..N-1)")
+    p.add_argument("--first-init-state", type=NON_NEGATIVE, default=0, help="first fixed init state (held-out splits)")
+    p.add_argument("--workers", type=NON_NEGATIVE, default=1, help="parallel episode processes (0: in this process)")
+    p.add_argument("--threads", type=COUNT, default=1, help="inference threads per worker")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
-    p.add_argument("--max-steps", type=int, default=0, help="policy steps per episode (0: the suite's: "
+    p.add_argument("--max-steps", type=NON_NEGATIVE, default=0, help="policy steps per episode (0: the suite's: "
                                                               "220/280/300/520/400)")
-    p.add_argument("--execute-steps", type=int, default=7, help="steps of each chunk run before re-querying")
+    p.add_argument("--execute-steps", type=COUNT, default=7, help="steps of each chunk run before re-querying")
     p.add_argument("--executor", action="store_true",
                    help="run chunks through the stack's ChunkExecutor on sim time instead of open loop")
     p.add_argument("--units", default="libero", choices=["libero", "robot"],
                    help="libero: the bundle speaks LIBERO controller units and the paper's state (released "
                         "checkpoint, libero-collect data); robot: metres/radians and the stack's state")
-    p.add_argument("--camera-px", type=int, default=256, help="LIBERO render size")
-    p.add_argument("--client-image-px", type=int, default=224, help="INTER_AREA resize before the policy")
+    p.add_argument("--camera-px", type=IMAGE_PX, default=256, help="LIBERO render size")
+    p.add_argument("--client-image-px", type=IMAGE_PX, default=224, help="INTER_AREA resize before the policy")
     p.add_argument("--default-rendering", action="store_true",
                    help="LIBERO's default look (MSAA, shadows, reflections; about 6x slower on CPU)")
     p.add_argument("--no-video", action="store_true", help="do not save the first episode of each task")
@@ -264,12 +295,12 @@ def _libero_collect(argv: list[str]) -> int:
                                   "--lerobot DIR). Assets are read from the installed wheels, never copied.")
     p.add_argument("out", help="output folder (native vla_jepa episode dataset)")
     p.add_argument("--suite", default="libero_spatial")
-    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
-    p.add_argument("--episodes-per-task", type=int, default=10, help="attempts per task (init states)")
-    p.add_argument("--first-init-state", type=int, default=0, help="first init state (keep eval ones held out)")
-    p.add_argument("--image-px", type=int, default=128, help="stored frame size (upright, INTER_AREA)")
-    p.add_argument("--camera-px", type=int, default=256, help="render size before the resize")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--tasks", type=NON_NEGATIVE, nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--episodes-per-task", type=COUNT, default=10, help="attempts per task (init states)")
+    p.add_argument("--first-init-state", type=NON_NEGATIVE, default=0, help="first init state (keep eval ones held out)")
+    p.add_argument("--image-px", type=IMAGE_PX, default=128, help="stored frame size (upright, INTER_AREA)")
+    p.add_argument("--camera-px", type=IMAGE_PX, default=256, help="render size before the resize")
+    p.add_argument("--workers", type=COUNT, default=1, help="parallel processes")
     p.add_argument("--lerobot", default=None, help="also write a LeRobot v3.0 dataset here")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -292,7 +323,7 @@ def _bags_to_dataset(argv: list[str]) -> int:
     p.add_argument("bags", nargs="+", help="episode bag folders, or folders containing them")
     p.add_argument("out", help="output dataset folder")
     p.add_argument("--cameras", nargs="+", default=["front", "wrist"], help="camera names, in model view order")
-    p.add_argument("--image-size-px", type=int, default=0, help="resize frames to this square size (0 = keep)")
+    p.add_argument("--image-size-px", type=_number(int, low=0, high=4096), default=0, help="resize frames to this square size (0 = keep)")
     p.add_argument("--keep-failed", action="store_true", help="also keep episodes whose task did not succeed")
     p.add_argument("--relabel-expert", action="store_true",
                    help="targets: what the scripted expert would do at each step, from the recorded state and "
@@ -308,14 +339,18 @@ def _bags_to_dataset(argv: list[str]) -> int:
                         "step (needs /sim/object_poses). A model trained with the object loss then learns to find "
                         "the named cube from the words, and an action head that reads the estimate gets the offset "
                         "to its target directly")
-    p.add_argument("--min-steps", type=int, default=8, help="skip episodes shorter than this")
+    p.add_argument("--min-steps", type=COUNT, default=8, help="skip episodes shorter than this")
+    p.add_argument("--include-repaired", action="store_true",
+                   help="also use bags that were cut short (repaired with bag-info --repair, or truncated); they "
+                        "are skipped by default since part of the episode is missing")
     p.add_argument("--no-lerobot", action="store_true", help="do not write the LeRobot v3 copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
     a = p.parse_args(argv)
     from .dataset.convert import main_from_args
 
     return main_from_args(a.bags, a.out, a.cameras, a.image_size_px, a.keep_failed, a.min_steps, not a.no_lerobot,
-                          a.overwrite, a.relabel_expert, a.counterfactual_colours, a.named_object)
+                          a.overwrite, a.relabel_expert, a.counterfactual_colours, a.named_object,
+                          a.include_repaired)
 
 
 @command("bag-info", "summarise recorded episode bags (topics, counts, outcome, drops); --repair fixes killed ones")
@@ -326,11 +361,12 @@ def _bag_info(argv: list[str]) -> int:
 
 
 def _episode_args(p: argparse.ArgumentParser, seed: int) -> None:
-    p.add_argument("--episodes", type=int, default=5, help="episodes per task family")
+    p.add_argument("--episodes-per-family", type=COUNT, default=5,
+                   help="episodes of each task family (2 families: twice as many episodes in all)")
     p.add_argument("--seed", type=int, default=seed, help="layout seed of the first episode (episode k: seed + k)")
     p.add_argument("--families", nargs="+", default=["pick_up", "put_in_bowl"],
                    help="task families: pick_up ('pick up the <colour> cube'), put_in_bowl")
-    p.add_argument("--task-timeout-s", type=float, default=40.0, help="sim-time limit of each task")
+    p.add_argument("--task-timeout-s", type=POSITIVE_S, default=40.0, help="sim-time limit of each task")
     p.add_argument("--robot-host", default=None,
                    help="loopback address for franky-sim (e.g. 127.0.0.2, with another ROS_DOMAIN_ID, to run beside another sim graph; a second graph in the same domain is refused)")
     p.add_argument("--target", choices=["random", "near"], default="random",
@@ -346,7 +382,7 @@ def _collect(argv: list[str]) -> int:
                            "bags-to-dataset OUT DATASET.")
     p.add_argument("out", help="folder for the episode bags")
     _episode_args(p, seed=0)
-    p.add_argument("--aim-noise-m", type=float, default=0.0,
+    p.add_argument("--aim-noise-m", type=_number(float, low=0.0), default=0.0,
                    help="DART-style recovery data: the expert steers to points off target by a random xy offset of "
                         "this std (m; redrawn every 1.5 s, none in 30%% of the periods), so the episodes pass through "
                         "near-misses; convert them with bags-to-dataset --relabel-expert, which labels every step "
@@ -356,7 +392,7 @@ def _collect(argv: list[str]) -> int:
         p.error(f"--aim-noise-m {a.aim_noise_m} must be in [0, 0.05] m (the cube is 0.04 m wide)")
     from .flywheel.commands import collect
 
-    return collect(a.out, a.episodes, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m,
+    return collect(a.out, a.episodes_per_family, a.seed, tuple(a.families), a.task_timeout_s, a.robot_host, a.aim_noise_m,
                    a.target)
 
 
@@ -368,12 +404,12 @@ def _render_layouts(argv: list[str]) -> int:
                                   "with vla-jepa-train --train.action-loss-weight 0 --train.object-loss-weight 1 "
                                   "--train.no-use-wm-loss, then train on demonstrations with --init-from.")
     p.add_argument("out", help="dataset folder to write")
-    p.add_argument("--layouts", type=int, default=1000, help="number of layouts (layout k: seed + k)")
+    p.add_argument("--layouts", type=COUNT, default=1000, help="number of layouts (layout k: seed + k)")
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first layout; keep apart from eval's 1000..")
     p.add_argument("--arm-poses-from", nargs="*", default=[], metavar="BAGS",
                    help="episode bags whose recorded joint positions pose the arm (default: the home pose)")
-    p.add_argument("--poses-per-layout", type=int, default=2, help="renders per layout, each with another arm pose")
-    p.add_argument("--image-size-px", type=int, default=128, help="stored image side (the tiny preset's is 128)")
+    p.add_argument("--poses-per-layout", type=COUNT, default=2, help="renders per layout, each with another arm pose")
+    p.add_argument("--image-size-px", type=IMAGE_PX, default=128, help="stored image side (the tiny preset's is 128)")
     p.add_argument("--robot-host", default="127.0.0.1", help="loopback address for the franky-sim servers")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
     a = p.parse_args(argv)
@@ -384,9 +420,10 @@ def _render_layouts(argv: list[str]) -> int:
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
-    p.add_argument("--threads", type=int, default=1, help="inference threads")
-    p.add_argument("--noise-scale", type=float, default=1.0,
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"],
+                   help="inference backend of the policy node")
+    p.add_argument("--threads", type=COUNT, default=1, help="inference threads")
+    p.add_argument("--noise-scale", type=FRACTION, default=1.0,
                    help="start noise of the flow-matching steps: 1 samples chunks as trained, 0 makes them "
                         "deterministic (every chunk starts at the prior's mean)")
 
@@ -408,7 +445,7 @@ def _eval(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .flywheel.commands import evaluate
 
-    return evaluate(a.bundle, a.episodes, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
+    return evaluate(a.bundle, a.episodes_per_family, a.seed, tuple(a.families), a.backend, a.threads, a.out_dir, a.record,
                     a.task_timeout_s, a.robot_host, a.noise_scale, same_layouts=a.same_layouts, target=a.target)
 
 
@@ -422,8 +459,8 @@ def _offline_eval(argv: list[str]) -> int:
                                 "demonstrations whether it generalises. Closed-loop success is `vla-jepa eval`.")
     p.add_argument("bundle", help="model bundle folder")
     p.add_argument("dataset", help="dataset folder (meta.json + episode_*.npz)")
-    p.add_argument("--stride", type=int, default=3, help="evaluate every STRIDE-th step of each episode")
-    p.add_argument("--max-episodes", type=int, default=0, help="only the first N episodes (0 = all)")
+    p.add_argument("--stride", type=COUNT, default=3, help="evaluate every STRIDE-th step of each episode")
+    p.add_argument("--max-episodes", type=NON_NEGATIVE, default=0, help="only the first N episodes (0 = all)")
     _backend_args(p)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
     a = p.parse_args(argv)
@@ -450,13 +487,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM (timeout, systemd, a CI runner) unwinds like Ctrl-C, so running graphs are stopped cleanly
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    from .bringup import GraphAlreadyRunning
-
     try:
         return COMMANDS[name][1](rest)
-    except GraphAlreadyRunning as exc:  # the one thing to tell, not a traceback
+    except _user_errors() as exc:  # a missing or wrong input: the one thing to tell, not a traceback
         print(f"vla-jepa {name}: {exc}", file=sys.stderr)
-        return 1
+        return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean the user named something that is not there or not what it should be (a bundle, a
+    dataset, a folder of bags, a running graph in the way): exit code 2 with their one-line message."""
+    from vla_jepa.data import DataError
+
+    from .bringup import GraphAlreadyRunning
+    from .runtime.bundle import BundleError
+
+    return (GraphAlreadyRunning, BundleError, DataError, FileNotFoundError, NotADirectoryError, FileExistsError)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmarks for a preset: training throughput, eager inference latency, ONNX one graph vs prefix + head.
 
-    python -m vla_jepa.bench --preset tiny --threads 1
+    vla-jepa-train-bench --preset tiny --threads 1
 Prints a table; numbers are medians over `repeats` runs on random weights.
 """
 
@@ -84,7 +84,7 @@ def bench(args: BenchArgs) -> dict[str, float]:
 def main() -> None:
     import tyro
 
-    res = bench(tyro.cli(BenchArgs))
+    res = bench(tyro.cli(BenchArgs, prog="vla-jepa-train-bench"))
     width = max(len(k) for k in res)
     for k, v in res.items():
         print(f"{k:<{width}}  {v:10.3f}")

@@ -152,12 +152,19 @@ def main() -> None:
 
     @dataclass
     class Args:
-        checkpoint: str
-        out: str = "policy.onnx"
-        split: bool = False
-        threads: int = 1
+        """ONNX graphs of a checkpoint's inference path, checked against torch with onnxruntime. For a model
+        bundle the policy node can load (manifest, statistics, tokenizer, hashes), use `vla-jepa export`."""
 
-    a = tyro.cli(Args)
+        checkpoint: str
+        """checkpoint folder (model.safetensors, config.json, statistics, tokenizer.json)"""
+        out: str = "policy.onnx"
+        """ONNX file to write (with --split: OUT's stem + _prefix.onnx and _head.onnx)"""
+        split: bool = False
+        """two graphs, VLM prefix and action head, instead of one"""
+        threads: int = 1
+        """onnxruntime threads for the parity check"""
+
+    a = tyro.cli(Args, prog="vla-jepa-onnx")
     for r in export_onnx(a.checkpoint, a.out, split=a.split, threads=a.threads):
         print(r)
 

@@ -7,7 +7,7 @@ distinct random values, exported the same way, gives the same initializer names:
 its values (as is, transposed, or reshaped), and the shipped bundle's initializer of that name is copied back with
 the inverse transform. What the bundle never had (world-model predictor, object head) stays freshly initialised.
 
-    python -m vla_jepa.recover models/tiny_sim runs/from_bundle      # or: vla-jepa-train --init-from BUNDLE
+    vla-jepa-recover models/tiny_sim runs/from_bundle      # or: vla-jepa-train --init-from BUNDLE
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main() -> None:
 
     from .checkpoint import save_checkpoint
 
-    p = argparse.ArgumentParser(prog="python -m vla_jepa.recover",
+    p = argparse.ArgumentParser(prog="vla-jepa-recover",
                                 description="Write a training checkpoint (model.safetensors, config, statistics, "
                                             "tokenizer) from a model bundle, even one exported without torch weights.")
     p.add_argument("bundle", help="bundle folder (manifest.yaml, prefix.onnx, head.onnx, tokenizer.json)")

@@ -553,7 +553,7 @@ def _save(path: Path, model, stats, opt, sched, robot_sampler, video_sampler, st
 def main() -> None:
     import tyro
 
-    args = tyro.cli(TrainArgs)
+    args = tyro.cli(TrainArgs, prog="vla-jepa-train")
     result = train(args)
     rank, _ = dist_info()
     if rank == 0:

@@ -39,6 +39,7 @@ class ConvertConfig:
     relabel_expert: bool = False    # targets: the scripted expert's action at each step (DAgger), not the executed one
     counterfactual_colours: bool = False  # + the reach phase once per other cube, instruction and labels for it
     named_object: bool = False      # + one more tracked object: where the object the instruction names is
+    include_repaired: bool = False  # also use bags that were cut short (repaired or truncated): not full demos
 
     def __post_init__(self) -> None:
         if self.counterfactual_colours and not self.relabel_expert:
@@ -49,6 +50,14 @@ class ConvertConfig:
             raise ValueError(f"image_size_px={self.image_size_px} must be in [0, 4096]")
         if self.min_steps < 1:
             raise ValueError(f"min_steps={self.min_steps} must be >= 1")
+
+
+class CutShort(Exception):
+    """The bag was cut short (recorder killed, disk full, copy truncated): not a full demonstration."""
+
+    def __init__(self, kind: str, outcome: str) -> None:
+        super().__init__(kind)
+        self.kind, self.outcome = kind, outcome
 
 
 @dataclasses.dataclass
@@ -107,7 +116,11 @@ def read_episode(bag: Path, config: ConvertConfig):
     objects: tuple[list, list] = ([], [])  # stamps, {name: (position (3,), quaternion xyzw (4,))}
     by_topic = {topic: (cam, kind) for cam, (topic, kind) in cams.items()}
     extra = [OBJECTS_TOPIC] if OBJECTS_TOPIC in topics else []
-    for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC, *extra]):
+    if (reader.truncated or meta.get("repaired")) and not config.include_repaired:
+        raise CutShort("repaired" if meta.get("repaired") else "truncated (bag-info --repair rewrites it)",
+                       meta.get("outcome", ""))
+    # receive times on the ROS clock (sim time in simulation), like the stamps in the headers
+    for topic, log_ns, msg in reader.messages([*by_topic, STATE_TOPIC, CHUNK_TOPIC, *extra], ros_time=True):
         if topic in by_topic:
             cam, kind = by_topic[topic]
             try:
@@ -221,6 +234,10 @@ def bags_to_dataset(bags: Iterable[str | Path], out_dir: str | Path, config: Con
         except (BagReadError, ValueError, OSError) as exc:
             report.reason = f"unreadable: {exc}"
             continue
+        except CutShort as exc:
+            report.outcome = exc.outcome
+            report.reason = f"{exc.kind}: cut short, not a full demonstration (--include-repaired uses it)"
+            continue
         report.steps = len(episode.actions)
         if report.outcome != SUCCEEDED and not (config.keep_failed or config.relabel_expert):
             report.reason = f"outcome {report.outcome or 'unknown'} (use --keep-failed to keep it)"
@@ -266,10 +283,12 @@ def print_reports(reports: list[EpisodeReport], seconds: float) -> None:
 
 def main_from_args(bags: list[str], out: str, cameras: list[str], image_size_px: int, keep_failed: bool,
                    min_steps: int, lerobot: bool, overwrite: bool, relabel_expert: bool = False,
-                   counterfactual_colours: bool = False, named_object: bool = False) -> int:
+                   counterfactual_colours: bool = False, named_object: bool = False,
+                   include_repaired: bool = False) -> int:
     t0 = time.monotonic()
     reports = bags_to_dataset(bags, out, ConvertConfig(tuple(cameras), image_size_px, keep_failed, min_steps,
-                                                       lerobot, relabel_expert, counterfactual_colours, named_object),
+                                                       lerobot, relabel_expert, counterfactual_colours, named_object,
+                                                       include_repaired),
                               overwrite=overwrite)
     print_reports(reports, time.monotonic() - t0)
     return 0

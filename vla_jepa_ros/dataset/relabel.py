@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.types import Observation
-from ..runtime.expert import ExpertConfig, ScriptedExpertPolicy
+from ..sim.expert import ExpertConfig, ScriptedExpertPolicy
 from ..sim.tasks import TaskSpec, parse_instruction
 
 Poses = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (position (3,) m, quaternion xyzw (4,))

@@ -1,8 +1,8 @@
 """`vla-jepa render-layouts`: many random tabletop layouts, rendered, with where every object is.
 
 A few hundred demonstrations show a small model only a few hundred cube placements: it memorises them instead
-of learning to find a named cube (see models/tiny_sim/README.md). Rendering a layout costs ~70 ms, a
-demonstration ~12 s, so this command draws thousands of layouts, renders the policy's cameras with the arm in
+of learning to find a named cube (see docs/experiments/tiny_sim/README.md). Rendering a layout costs a
+small fraction of what recording a demonstration does, so this command draws thousands of layouts, renders the policy's cameras with the arm in
 poses taken from recorded episodes (or at home), and writes a native episode dataset whose samples carry the
 object positions but no actions. `vla-jepa-train --train.action-loss-weight 0 --train.object-loss-weight 1`
 on it pretrains the backbone to localise objects (the auxiliary object head); the demonstrations come after.

@@ -44,7 +44,7 @@ def episode_instructions(episodes_per_family: int, families: tuple[str, ...] = F
                          target: str = "random") -> list[str]:
     """Interleaved instructions: for each episode index, one per family. target "random": colours drawn from
     `seed`; "near": episode k names the cube nearest the robot in its layout (seed + k, the default sim world),
-    which the arm hides from the front camera (the shipped bundle: 28/60 on such tasks, 58/100 on random ones)."""
+    which the arm hides from the front camera (a hard case for a learned policy)."""
     _check_families(families)
     _check_target(target)
     if target == "near":
@@ -81,6 +81,7 @@ class EpisodeResult:
     wall_s: float
     chunks: int
     strip: str = ""
+    video: str = ""
     message: str = ""  # the task manager's reason for the outcome (e.g. "timed out after 30 s", "robot fault: ...")
 
     @property
@@ -96,13 +97,14 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
 
     policy_params: parameters of the policy node (default: the scripted expert).
     record_dir: when set, the recorder writes one MCAP episode bag per task there.
-    out_dir: when set, a front-camera image strip per episode is saved there.
+    out_dir: when set, a captioned front-camera strip and a video per episode are saved there.
     robot_host: loopback address for franky-sim's servers (another 127.x.y.z lets two sims run side by side).
     """
     from tqdm import tqdm
 
     from ..bringup import Bringup, ensure_no_running_graph
-    from ..sim.demo import GraphProbe, save_strip
+    from ..sim.demo import GraphProbe
+    from .media import save_strip, write_video
 
     nodes = ["task_manager", "sim", "policy", "franka_controller"] + (["recorder"] if record_dir else [])
     extra = {"sim": {"layout_seed": int(seed)}, "policy": policy_params or {"policy": "expert"}}
@@ -123,23 +125,36 @@ def run_sim_episodes(instructions: list[str], seed: int = 0, policy_params: dict
                     probe.chunks.clear()
                     probe.frames.clear()
                 probe.record = True
-                wall0 = time.monotonic()
+                wall0, sim0 = time.monotonic(), probe.sim_time_s
                 reply = probe.start_task(instruction, task_timeout_s, record=bool(record_dir))
                 if not reply.accepted:
                     raise RuntimeError(f"episode {k}: task refused: {reply.message}")
-                final = probe.wait_outcome(reply.task_id, wall_timeout_s=task_timeout_s * 10 + 60, check=graph.check)
+                bar.set_description(f"episode {k + 1}: {instruction}")
+                final = probe.wait_outcome(
+                    reply.task_id, wall_timeout_s=task_timeout_s * 10 + 60, check=graph.check, progress_period_s=1.0,
+                    on_progress=lambda: bar.set_postfix_str(f"{done(results)}; {probe.progress(instruction, sim0)}"))
                 time.sleep(0.3)  # let the recorder see the terminal status and close the bag
                 probe.record = False
                 with probe.lock:
-                    chunks, frames = len(probe.chunks), [f for _, f in probe.frames]
-                strip = save_strip(frames, Path(out_dir) / f"episode_{k:03d}_seed_{seed + k}.png") if out_dir else None
-                results.append(EpisodeResult(k, seed + k, instruction, reply.task_id,
-                                             OUTCOMES.get(final.state, str(final.state)), float(final.elapsed_s),
-                                             time.monotonic() - wall0, chunks, str(strip or ""), final.message))
-                bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+                    chunks = len(probe.chunks)
+                    times, frames = [t for t, _ in probe.frames], [f for _, f in probe.frames]
+                outcome = OUTCOMES.get(final.state, str(final.state))
+                strip = video = ""
+                if out_dir and frames:
+                    name = Path(out_dir) / f"episode_{k:03d}_seed_{seed + k}"
+                    strip = str(save_strip(frames, times, name.with_suffix(".png"), title=f"{instruction!r}: "
+                                           f"{outcome} in {final.elapsed_s:.1f} s (layout {seed + k})"))
+                    video = write_video(name.with_suffix(".mp4"), frames, fps=round(1 / probe.frame_period_s))
+                results.append(EpisodeResult(k, seed + k, instruction, reply.task_id, outcome, float(final.elapsed_s),
+                                             time.monotonic() - wall0, chunks, strip, video, final.message))
+                bar.set_postfix_str(done(results))
         finally:
             probe.close()
     return results
+
+
+def done(results: list[EpisodeResult]) -> str:
+    return f"{sum(r.success for r in results)}/{len(results)} succeeded"
 
 
 def success_table(results: list[EpisodeResult]) -> str:

@@ -1,7 +1,7 @@
 """The paper's LIBERO evaluation protocol as pure functions (numpy + OpenCV; no LIBERO, no torch).
 
-VLA-JEPA's `examples/LIBERO/eval_libero.py` + `model2libero_interface.py`, as restated in
-VLA_JEPA_REFERENCE.md section 3:
+VLA-JEPA's `examples/LIBERO/eval_libero.py` + `model2libero_interface.py`, as summarised in
+docs/model.md section 3:
   * both cameras (agentview, wrist) are rendered upside down by LIBERO: rotate 180 degrees, then resize to
     224 px with INTER_AREA (the "client" size; the policy then resizes to its own input size);
   * state = eef_pos (3) + axis-angle of eef_quat (3) + gripper_qpos (2), raw;

@@ -238,7 +238,7 @@ class EpisodeRunner:
             raise
         video = None
         if record and self.video_dir and out.frames:
-            from .video import write_video
+            from ..flywheel.media import write_video
 
             video = write_video(f"{self.video_dir}/{task.suite}_task{task.task_id:02d}_ep{episode:03d}.mp4",
                                 out.frames, fps=int(round(1 / STEP_PERIOD_S)))

@@ -67,7 +67,7 @@ class PolicyNodeConfig:
 
 def make_policy(config: PolicyNodeConfig, backend: BackendParams):
     if config.policy == "expert":
-        from ..runtime.expert import ExpertConfig, ScriptedExpertPolicy
+        from ..sim.expert import ExpertConfig, ScriptedExpertPolicy
 
         return ScriptedExpertPolicy(ExpertConfig(aim_noise_m=config.expert_aim_noise_m,
                                                  aim_noise_seed=config.expert_aim_noise_seed))

@@ -1,6 +1,8 @@
 """recorder: every configured topic, raw (serialized, never deserialized here), into one MCAP bag per task episode.
 
-Callbacks only stamp each message with the ROS clock (sim time in simulation) and queue its bytes; the
+Callbacks only stamp each message and queue its bytes: the wall clock at reception (the bag's log time, as
+`ros2 bag record` writes it), the publisher's send time and sequence number (DDS message info), and under
+use_sim_time the ROS clock (sim time, kept in the bag as /clock samples and used for episode times); the
 Recorder core (vla_jepa_ros/recording) writes them on its own thread, follows /vla/task_status to open and
 close episodes, splits, guards the disk and counts drops. /diagnostics carries its state.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import time
 
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
@@ -29,6 +32,9 @@ SUB_QOS = {
     "transient_local": QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                   durability=DurabilityPolicy.TRANSIENT_LOCAL),
 }
+
+
+_SEQUENCE_UNSUPPORTED = 2**63  # an rmw without publication sequence numbers reports all ones
 
 
 def message_class(msgtype: str):
@@ -55,6 +61,7 @@ class RecorderNode(Node):
         classes = {s.name: message_class(s.msgtype) for s in specs}
         self.recorder = Recorder(config, log=self._log).start()
         self._clock = self.get_clock()
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
         for spec in specs:
             events = SubscriptionEventCallbacks(  # DDS-level losses are counted too; a QoS mismatch is loud
                 message_lost=functools.partial(self._on_lost, spec.name),
@@ -66,8 +73,12 @@ class RecorderNode(Node):
         self.get_logger().info(f"recording {len(config.topics)} topics into {self.recorder.output_dir} "
                                f"({'every task' if config.record_all_tasks else 'tasks with record: true'})")
 
-    def _on_raw(self, topic: str, data: bytes) -> None:
-        self.recorder.on_message(topic, self._clock.now().nanoseconds, data)
+    def _on_raw(self, topic: str, data: bytes, info: dict) -> None:
+        wall_ns = time.time_ns()
+        sent_ns = info.get("source_timestamp") or None
+        sequence = info.get("publication_sequence_number") or 0
+        self.recorder.on_message(topic, wall_ns, data, self._clock.now().nanoseconds if self._sim_time else None,
+                                 sent_ns, sequence if sequence < _SEQUENCE_UNSUPPORTED else 0)
 
     def _on_lost(self, topic: str, info) -> None:
         self.recorder.on_lost(topic, info.total_count_change)

@@ -19,6 +19,8 @@ STATUS_TYPE = "vla_jepa_interfaces/msg/TaskStatus"
 ACTION_CHUNK_TYPE = "vla_jepa_interfaces/msg/ActionChunk"
 CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 QOS_KINDS = ("auto", "best_effort", "reliable", "transient_local")
+COMPRESSIONS = ("zstd", "lz4", "none")  # MCAP chunk compression
+COMPRESSION_LEVELS = {"zstd": (1, 19), "lz4": (0, 16), "none": (0, 0)}  # 0 always means "the default level"
 _TOPIC_RE = re.compile(r"^/[A-Za-z0-9_~{}/]*[A-Za-z0-9_}]$")
 _TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/(msg|srv|action)/[A-Z][A-Za-z0-9_]*$")
 _CAMERA_RE = re.compile(r"^/cameras/([^/]+)/")
@@ -97,6 +99,12 @@ class RecorderConfig:
                                      "(bounds what a SIGKILL can lose)"))
     metadata_period_s: float = dataclasses.field(
         default=1.0, metadata=_help("rewrite metadata.yaml and episode.yaml of the open bag this often, s"))
+    compression: str = dataclasses.field(
+        default="zstd", metadata=_help("MCAP chunk compression: zstd, lz4 or none (docs/recording.md compares "
+                                       "size and writer CPU)"))
+    compression_level: int = dataclasses.field(
+        default=0, metadata=_help("chunk compression level (zstd 1-19, lz4 0-16); 0 = the default level "
+                                  "(docs/recording.md)"))
     diagnostics_period_s: float = dataclasses.field(
         default=1.0, metadata=_help("publish the recorder's status on /diagnostics this often, s"))
 
@@ -126,12 +134,23 @@ class RecorderConfig:
         if not self.flush_period_s <= self.metadata_period_s <= 60:
             raise ValueError(f"metadata_period_s={self.metadata_period_s} must be in "
                              f"[flush_period_s={self.flush_period_s}, 60]")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression={self.compression!r} must be one of {', '.join(COMPRESSIONS)}")
+        low, high = COMPRESSION_LEVELS[self.compression]
+        if self.compression_level != 0 and not low <= self.compression_level <= high:
+            raise ValueError(f"compression_level={self.compression_level} must be 0 (the default) or in "
+                             f"[{low}, {high}] for {self.compression}")
         if not 0.05 <= self.diagnostics_period_s <= 60:
             raise ValueError(f"diagnostics_period_s={self.diagnostics_period_s} must be in [0.05, 60]")
 
     @property
     def topic_specs(self) -> tuple[TopicSpec, ...]:
         return tuple(parse_topic(t) for t in self.topics)
+
+    @property
+    def resolved_compression_level(self) -> int | None:
+        """The level to pass to the compressor (None = its default)."""
+        return self.compression_level or None
 
     @property
     def camera_names(self) -> tuple[str, ...]:

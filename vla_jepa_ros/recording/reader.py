@@ -15,6 +15,7 @@ the file and the byte offset.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from mcap.records import Channel, Footer, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
-from .writer import MCAP_MAGIC
+from .writer import CLOCK_TOPIC, MCAP_MAGIC
 
 EPISODE_FILE = "episode.yaml"
 EPISODE_CUSTOM_DATA_KEY = "vla_jepa.episode"
@@ -133,7 +134,7 @@ class EpisodeReader:
     def _records(self, path: Path, until_first_message: bool = False) -> Iterator[Any]:
         """Schema/Channel/Message records of one file in file order; stops cleanly at a truncated tail."""
         with open(path, "rb") as f:
-            reader = StreamReader(f, record_size_limit=1 << 31)
+            reader = StreamReader(f, record_size_limit=1 << 31, validate_crcs=True)
             try:
                 for record in reader.records:
                     if isinstance(record, (Schema, Channel, Message)):
@@ -193,16 +194,11 @@ class EpisodeReader:
         return self._store
 
     # -- messages -------------------------------------------------------------------------------------
-    def messages(self, topics: Iterable[str] | None = None, raw: bool = False) -> Iterator[tuple[str, int, Any]]:
-        """Yield (topic, log time ns, message) in recording order (file by file, as written).
-
-        Log times are the recorder's receive times on the ROS clock; the publisher's stamps stay in the
-        messages' headers. raw=True yields the serialized CDR bytes instead of decoded messages.
-        """
+    def records(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, Message]]:
+        """Yield (topic, msgtype, MCAP Message record: log_time, publish_time, sequence, data) in file order."""
         wanted = set(topics) if topics is not None else None
         if wanted and (unknown := wanted - set(self.topics)):
             raise ValueError(f"topics {sorted(unknown)} are not in {self.path} (it has {sorted(self.topics)})")
-        store = None if raw else self.typestore
         for path in self.files:
             channels: dict[int, tuple[str, str]] = {}
             schema_names: dict[int, str] = {}
@@ -215,27 +211,61 @@ class EpisodeReader:
                     topic, msgtype = channels.get(record.channel_id, (None, None))
                     if topic is None:
                         raise BagReadError(f"{path}: message on unknown channel {record.channel_id}")
-                    if wanted is not None and topic not in wanted:
-                        continue
-                    if raw:
-                        yield topic, record.log_time, record.data
-                    else:
-                        try:
-                            msg = store.deserialize_cdr(record.data, msgtype)
-                        except Exception as exc:  # noqa: BLE001  (rosbags raises several types)
-                            raise BagReadError(f"{path}: cannot decode a {msgtype} on {topic} at log time "
-                                               f"{record.log_time} ({type(exc).__name__}: {exc})") from None
-                        yield topic, record.log_time, msg
+                    if wanted is None or topic in wanted:
+                        yield topic, msgtype, record
+
+    def messages(self, topics: Iterable[str] | None = None, raw: bool = False,
+                 ros_time: bool = False) -> Iterator[tuple[str, int, Any]]:
+        """Yield (topic, time ns, message) in recording order (file by file, as written).
+
+        The time is the log time: when the recorder received the message, on the wall clock (bags recorded
+        before the recorder kept the wall clock have the ROS clock there). ros_time=True yields the ROS clock at
+        reception instead (sim time in simulation): the last /clock sample before the message (see writer.py),
+        else its log time. The publishers' stamps stay in the messages' headers. raw=True yields the serialized
+        CDR bytes instead of decoded messages.
+        """
+        wanted = set(topics) if topics is not None else None
+        if wanted is not None and (unknown := wanted - set(self.topics)):
+            raise ValueError(f"topics {sorted(unknown)} are not in {self.path} (it has {sorted(self.topics)})")
+        clock = ros_time and CLOCK_TOPIC in self.topics
+        store = None if raw else self.typestore
+        clock_ns: int | None = None
+        for topic, msgtype, record in self.records(wanted if wanted is None or not clock else wanted | {CLOCK_TOPIC}):
+            if clock and topic == CLOCK_TOPIC:
+                clock_ns = _clock_ns(record.data, record.log_time)
+                if wanted is not None and CLOCK_TOPIC not in wanted:
+                    continue
+            stamp = clock_ns if (clock and clock_ns is not None) else record.log_time
+            if raw:
+                yield topic, stamp, record.data
+                continue
+            try:
+                msg = store.deserialize_cdr(record.data, msgtype)
+            except Exception as exc:  # noqa: BLE001  (rosbags raises several types)
+                raise BagReadError(f"{self.path}: cannot decode a {msgtype} on {topic} at log time "
+                                   f"{record.log_time} ({type(exc).__name__}: {exc})") from None
+            yield topic, stamp, msg
 
     def __iter__(self) -> Iterator[tuple[str, int, Any]]:
         return self.messages()
 
 
+def _clock_ns(data: bytes, log_ns: int) -> int:
+    """A rosgraph_msgs/msg/Clock (CDR) -> ns; an odd payload keeps the log time."""
+    if len(data) < 12:
+        return log_ns
+    sec, nanosec = struct.unpack("<iI" if data[1] == 1 else ">iI", data[4:12])
+    return sec * 1_000_000_000 + nanosec
+
+
 def repair_episode(bag_dir: str | Path) -> dict:
-    """Rewrite a killed episode bag into a clean one (every file with an MCAP summary, exact metadata.yaml).
+    """Rewrite a killed (or cut short) episode bag into a clean one (every file with an MCAP summary, exact
+    metadata.yaml).
 
     Complete chunks are kept, the partial chunk a SIGKILL may leave is dropped. File boundaries, topics,
-    types and log times are preserved; episode.yaml gets recording_status 'recovered' and the real counts.
+    types, log/publish times and sequence numbers are preserved; episode.yaml gets recording_status
+    'recovered', `repaired: true` (what is missing is unknown: the episode is no longer a full demonstration,
+    whatever its outcome says; bags-to-dataset skips it unless asked) and the real counts.
     Returns the repaired episode metadata. A bag that needs no repair is left alone.
     """
     from .config import TopicSpec
@@ -253,16 +283,23 @@ def repair_episode(bag_dir: str | Path) -> dict:
     if work.exists():
         shutil.rmtree(work)
     writer = EpisodeWriter(work / bag_dir.name, specs, reader.typestore).open()
+    has_clock, last_ns = CLOCK_TOPIC in reader.topics, None  # last_ns: the last message's ROS clock time
     for index, path in enumerate(reader.files):
         if index:
             writer.next_file()
-        for topic, stamp_ns, data in EpisodeReader(path, allow_truncated=True).messages(raw=True):
-            writer.write(topic, stamp_ns, data)
-    meta.update(message_counts=dict(writer.counts), recording_status="recovered",
-                status_message=(meta.get("status_message", "") + " | recovered by repair_episode after the recorder "
-                                "stopped without closing the bag").lstrip(" |"))
-    if writer.files and writer.files[-1].end_ns is not None:
-        meta.setdefault("end_time_ns", writer.files[-1].end_ns)
+        for topic, _, record in EpisodeReader(path, allow_truncated=True).records():
+            writer.write(topic, record.log_time, record.data, record.publish_time, record.sequence)
+            if topic == CLOCK_TOPIC:
+                last_ns = _clock_ns(record.data, record.log_time)
+            elif not has_clock:
+                last_ns = record.log_time
+    meta.update(message_counts=dict(writer.counts), recording_status="recovered", repaired=True,
+                repaired_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                status_message=(meta.get("status_message", "") + " | recovered by repair_episode: the bag was cut "
+                                "short (recorder killed, disk full or copy truncated); not a full "
+                                "demonstration").lstrip(" |"))
+    if last_ns is not None and not meta.get("end_time_ns"):
+        meta["end_time_ns"] = last_ns
     writer.close({EPISODE_CUSTOM_DATA_KEY: json.dumps(meta)})
     write_text_atomic(work / bag_dir.name / EPISODE_FILE, dump_yaml(meta))
     broken = bag_dir.parent / f".broken-{bag_dir.name}"

@@ -1,5 +1,5 @@
 """Recorder core: a bounded queue between subscription callbacks and one writer thread that turns task
-status changes into episode bags. No rclpy: the node feeds it (topic, ROS receive time, CDR bytes).
+status changes into episode bags. No rclpy: the node feeds it (topic, receive times, CDR bytes).
 
 Episode lifecycle (driven by /vla/task_status, decoded here in the writer thread, so status and data are
 handled in arrival order):
@@ -31,7 +31,7 @@ from ..core.types import TaskState
 from .config import ACTION_CHUNK_TYPE, CAMERA_TYPES, STATUS_TOPIC, STATUS_TYPE, RecorderConfig
 from .reader import EPISODE_CUSTOM_DATA_KEY, EPISODE_FILE, BagReadError, repair_episode
 from .typestore import check_known, make_typestore
-from .writer import EpisodeWriter, dump_yaml, write_text_atomic
+from .writer import CLOCK_TOPIC, EpisodeWriter, dump_yaml, write_text_atomic
 
 EPISODE_FORMAT = "vla_jepa_episode/1"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -62,6 +62,8 @@ class Episode:
     instructions: list[str] = dataclasses.field(default_factory=list)
     model_ids: list[str] = dataclasses.field(default_factory=list)
     end_time_ns: int = 0
+    last_time_ns: int = 0  # ROS clock of the last message written (the end while the task runs)
+    sim_time: bool = False  # the ROS clock was not the wall clock (use_sim_time): /clock samples in the bag
     end_wall_s: float = 0.0
     outcome: str = ""
     outcome_message: str = ""
@@ -109,6 +111,23 @@ class _Queue:
 _STOP = object()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Times:
+    """When one message was received: wall clock (the log time), monotonic (latency), ROS clock when it is not
+    the wall clock (sim time), and the publisher's send time and sequence number when known."""
+
+    log_ns: int
+    received_mono_ns: int
+    ros_ns: int | None
+    publish_ns: int | None
+    sequence: int
+
+    @property
+    def ros_clock_ns(self) -> int:
+        """Episode start/end times are on the ROS clock (sim time in simulation, like the headers)."""
+        return self.log_ns if self.ros_ns is None else self.ros_ns
+
+
 class Recorder:
     """Owns the queue, the writer thread and the open episode. Thread-safe `on_message` for callbacks."""
 
@@ -120,6 +139,7 @@ class Recorder:
         self.output_dir = Path(config.output_dir).expanduser()
         self.recorded_topics = {s.name for s in self.specs}
         self.action_topics = {s.name for s in self.specs if s.msgtype == ACTION_CHUNK_TYPE}
+        self._keep_clock = CLOCK_TOPIC not in self.recorded_topics  # a recorded /clock is kept as it arrives
         self._log = log or (lambda level, msg: None)
         self._queue = _Queue(config.queue_size, int(config.queue_max_mb * 1e6))
         self._lock = threading.Lock()
@@ -143,13 +163,18 @@ class Recorder:
         self._repair_on_start = repair_on_start
 
     # -- callbacks side ----------------------------------------------------------------------------------
-    def on_message(self, topic: str, stamp_ns: int, data: bytes) -> bool:
-        """Queue one serialized message received at `stamp_ns` (ROS clock). False when it was dropped."""
+    def on_message(self, topic: str, stamp_ns: int, data: bytes, ros_time_ns: int | None = None,
+                   publish_time_ns: int | None = None, sequence: int = 0) -> bool:
+        """Queue one serialized message received at `stamp_ns` (wall clock: the bag's log time). False when it
+        was dropped. ros_time_ns: the ROS clock at reception when it is not the wall clock (sim time; episode
+        start/end times and the bag's /clock samples use it); publish_time_ns / sequence: from the publisher."""
         is_status = topic == STATUS_TOPIC
         if topic in self.received_counts:
             with self._lock:
                 self.received_counts[topic] += 1
-        if self._queue.put((topic, stamp_ns, time.monotonic_ns(), data), bounded=not is_status, size=len(data)):
+        item = (topic, stamp_ns, time.monotonic_ns(), data,
+                ros_time_ns if self._keep_clock else None, publish_time_ns, sequence)
+        if self._queue.put(item, bounded=not is_status, size=len(data)):
             return True
         with self._lock:
             self.dropped[topic] = self.dropped.get(topic, 0) + 1
@@ -226,10 +251,12 @@ class Recorder:
         if self.episode is not None:
             self._finish("interrupted", "the recorder stopped (SIGINT/SIGTERM) before the task ended")
 
-    def _handle(self, topic: str, stamp_ns: int, received_mono_ns: int, data: bytes) -> None:
+    def _handle(self, topic: str, stamp_ns: int, received_mono_ns: int, data: bytes, ros_time_ns: int | None,
+                publish_time_ns: int | None, sequence: int) -> None:
         self.received += 1
+        times = _Times(stamp_ns, received_mono_ns, ros_time_ns, publish_time_ns, sequence)
         if topic == STATUS_TOPIC:
-            self._on_status(self.store.deserialize_cdr(data, STATUS_TYPE), stamp_ns, received_mono_ns, data)
+            self._on_status(self.store.deserialize_cdr(data, STATUS_TYPE), times, data)
             return
         episode = self.episode
         if episode is None:
@@ -238,24 +265,26 @@ class Recorder:
             model_id = self.store.deserialize_cdr(data, ACTION_CHUNK_TYPE).model_id
             if model_id and model_id not in episode.model_ids:
                 episode.model_ids.append(model_id)
-        self._write(episode, topic, stamp_ns, received_mono_ns, data)
+        self._write(episode, topic, times, data)
 
-    def _write(self, episode: Episode, topic: str, stamp_ns: int, received_mono_ns: int, data: bytes) -> None:
+    def _write(self, episode: Episode, topic: str, times: "_Times", data: bytes) -> None:
         if episode.writer is None or not episode.writer.is_open:
             episode.not_recorded += 1
             return
         try:
-            episode.writer.write(topic, stamp_ns, data)
+            episode.writer.write(topic, times.log_ns, data, times.publish_ns, times.sequence, times.ros_ns)
         except OSError as exc:
             self._stop_writing(episode, "write_error", f"writing {episode.bag_dir} failed: {exc}")
             return
-        self.latencies_ns.append(time.monotonic_ns() - received_mono_ns)
+        self.latencies_ns.append(time.monotonic_ns() - times.received_mono_ns)
+        episode.last_time_ns = max(episode.last_time_ns, times.ros_clock_ns)
+        episode.sim_time = episode.sim_time or times.ros_ns is not None
         if topic in self.written_counts:
             self.written_counts[topic] += 1
         self.written += 1
         self.bytes_written += len(data)
 
-    def _on_status(self, status, stamp_ns: int, received_mono_ns: int, data: bytes) -> None:
+    def _on_status(self, status, times: "_Times", data: bytes) -> None:
         state = TaskState(status.state)
         episode = self.episode
         if episode is not None and status.task_id != episode.task_id:
@@ -264,15 +293,16 @@ class Recorder:
             episode = None
         if (episode is None and state == TaskState.RUNNING and status.task_id not in self._finished_task_ids
                 and (status.record or self.config.record_all_tasks)):
-            episode = self._open(status, stamp_ns)
+            episode = self._open(status, times.ros_clock_ns)
         if episode is None:
             return
         if status.instruction and status.instruction not in episode.instructions:
             episode.instructions.append(status.instruction)
         if STATUS_TOPIC in self.recorded_topics:
-            self._write(episode, STATUS_TOPIC, stamp_ns, received_mono_ns, data)
+            self._write(episode, STATUS_TOPIC, times, data)
         if state.is_terminal:
-            episode.outcome, episode.outcome_message, episode.end_time_ns = state.name, status.message, stamp_ns
+            episode.outcome, episode.outcome_message = state.name, status.message
+            episode.end_time_ns = times.ros_clock_ns
             self._finish("complete", "")
 
     def _open(self, status, stamp_ns: int) -> Episode | None:
@@ -293,7 +323,9 @@ class Recorder:
         writer = EpisodeWriter(episode.bag_dir, self.specs, self.store,
                                max_file_size_bytes=int(self.config.max_bag_size_mb * 1e6),
                                max_file_duration_ns=int(self.config.max_bag_duration_s * 1e9),
-                               custom_data=lambda: self._custom_data(episode))
+                               custom_data=lambda: self._custom_data(episode),
+                               compression=self.config.compression,
+                               compression_level=self.config.resolved_compression_level)
         try:
             episode.writer = writer.open()
         except OSError as exc:
@@ -376,7 +408,7 @@ class Recorder:
             dropped = {t: self.dropped.get(t, 0) - episode.drop_base.get(t, 0) for t in self.recorded_topics}
             lost = {t: self.lost.get(t, 0) - episode.lost_base.get(t, 0) for t in self.recorded_topics}
         files = [f.as_dict() for f in writer.files] if writer else []
-        end_ns = episode.end_time_ns or (max((f.end_ns or 0) for f in writer.files) if writer else 0)
+        end_ns = episode.end_time_ns or episode.last_time_ns or episode.start_time_ns
         return {
             "format": EPISODE_FORMAT,
             "task_id": episode.task_id,
@@ -390,6 +422,7 @@ class Recorder:
             "model_ids": list(episode.model_ids),
             "camera_names": list(self.config.camera_names),
             "topics": {s.name: s.msgtype for s in self.specs},
+            "clock": "sim" if episode.sim_time else "system",  # of start/end_time_ns; the bag's log times: wall
             "start_time_ns": episode.start_time_ns,
             "end_time_ns": end_ns,
             "duration_s": max(0, end_ns - episode.start_time_ns) / 1e9,

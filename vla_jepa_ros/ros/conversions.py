@@ -67,3 +67,10 @@ def msg_to_chunk(msg: ActionChunkMsg) -> ActionChunk:
                        dim_names=tuple(msg.dim_names), action_space=msg.action_space,
                        stamp_s=stamp_to_s(msg.header.stamp), task_id=msg.task_id, sequence=msg.sequence,
                        inference_ms=msg.inference_ms, model_id=msg.model_id)
+
+
+def object_poses_to_dict(msg) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """vla_jepa_interfaces/ObjectPoses -> {name: (position (3,) m, quaternion xyzw (4,))}."""
+    return {n: (np.array([p.position.x, p.position.y, p.position.z]),
+                np.array([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]))
+            for n, p in zip(msg.names, msg.poses)}

@@ -1,12 +1,9 @@
 """The one `main()` pattern every node uses: init, spin, exit cleanly on Ctrl-C or SIGTERM.
 
 Every node spins a SingleThreadedExecutor; work that may take long (inference, bag writing, simulation) runs on
-the node's own threads, never in a callback. Measured on the 2-core machine with the sim graph running a task
-(rclpy 9.1.2): with MultiThreadedExecutors the idle task_manager used 40 % of a core and the policy node 40 %
-(the executor spins while a ready entity's callback is still running on a worker, e.g. every 5 ms /clock
-message), and a sim node on MultiThreadedExecutor(num_threads=1) starved its own physics thread of the GIL
-(real-time factor 0.04 once the controller connected). Single-threaded: task_manager ~0 %, policy 10 %,
-real-time factor 0.77."""
+the node's own threads, never in a callback. rclpy's MultiThreadedExecutor busy-spins while a ready callback waits
+for a worker, which starved the simulator's physics thread on a 2-core machine (CHANGELOG.md has the numbers).
+"""
 from __future__ import annotations
 
 import os
@@ -18,6 +15,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .dds import use_stack_profile
+from .params import unknown_parameters
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -37,6 +35,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
     try:
         try:
             node = make_node()
+            unknown = unknown_parameters(node)
+            if unknown:
+                raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} for node "
+                                 f"{node.get_name()!r}: {', '.join(unknown)}")
         except ValueError as exc:
             rclpy.logging.get_logger("vla_jepa_ros").fatal(f"refusing to start: {exc}")
             return 2

@@ -60,3 +60,20 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is bool and not isinstance(value, bool):
         raise ValueError(f"parameter {name} must be a bool, got {value!r}")
     return value
+
+
+def unknown_parameters(node: Node) -> list[str]:
+    """Parameters given to `node` (params files, -p overrides) that it never declared: misspellings, or settings
+    of another node. rclpy ignores them silently; `run_node` refuses to start instead. Each entry names the
+    closest declared parameter when there is one."""
+    import difflib
+
+    declared = list(node._parameters)  # noqa: SLF001 (rclpy has no public list of declared names)
+    given = node._parameter_overrides  # noqa: SLF001 (nor of the overrides it was started with)
+    found = []
+    for name in sorted(given):
+        if node.has_parameter(name):
+            continue
+        close = difflib.get_close_matches(name, declared, n=1, cutoff=0.75)
+        found.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return found

@@ -265,7 +265,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, config: ExportCon
                            "mask": [bool(v) for v in action_stats["mask"]], "gripper_threshold": 0.5},
             graphs=tuple(specs), files=hashes, torch_checkpoint="torch" if config.torch_weights else None,
             engine_cache_dir="engines",
-            export={"checkpoint": str(Path(checkpoint).resolve()), "layout": config.layout, "exporter": "dynamo",
+            export={"checkpoint": "/".join(Path(checkpoint).resolve().parts[-2:]),  # run/step: no machine paths
+                    "layout": config.layout, "exporter": "dynamo",
                     "opset": OPSET, "torch": torch.__version__, "onnx": _version("onnx"),
                     "onnxruntime": _version("onnxruntime"), "vla_jepa": getattr(vla_jepa, "__version__", "src"),
                     "simplified": config.simplify, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

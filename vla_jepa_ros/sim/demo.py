@@ -2,7 +2,8 @@
 
 Brings up task_manager, sim, policy and franka_controller as separate processes, sends
 "put the red cube in the bowl" through /vla/execute_task, waits for the outcome on /vla/task_status and prints
-a summary (outcome, time, chunks, controller clips, latencies); saves a strip of front-camera frames.
+a summary (outcome, time, chunks, controller clips, latencies), with a progress line every few seconds while the
+task runs; saves a captioned strip and a video of the front camera per episode.
 With episodes > 1, runs that many randomised layouts (seeds seed, seed+1, ...) and prints the success rate.
 """
 from __future__ import annotations
@@ -25,13 +26,13 @@ SIM_NODES = ("task_manager", "sim", "policy", "franka_controller")
 class GraphProbe:
     """An in-process rclpy node that drives the graph and records what the demo reports."""
 
-    def __init__(self, strip_period_s: float = 1.0) -> None:
+    def __init__(self, frame_period_s: float = 0.1, max_frames: int = 3000) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image
 
-        from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
+        from vla_jepa_interfaces.msg import ActionChunk, ObjectPoses, RobotState, TaskStatus
         from vla_jepa_interfaces.srv import ExecuteTask
 
         from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
@@ -45,8 +46,9 @@ class GraphProbe:
         self.robot_state = None
         self.sim_time_s = 0.0
         self.chunks: list[tuple[float, float, float]] = []  # (sim receive time, chunk stamp, inference_ms)
-        self.frames: list[tuple[float, np.ndarray]] = []
-        self.strip_period_s = strip_period_s
+        self.frames: list[tuple[float, np.ndarray]] = []  # (stamp s, (H, W, 3) RGB) of the running task
+        self.frame_period_s, self.max_frames = frame_period_s, max_frames
+        self.object_poses: dict = {}
         self.record = False
         self.counters: dict[str, int] = {}
         n = self.node
@@ -55,6 +57,7 @@ class GraphProbe:
         n.create_subscription(ActionChunk, "/vla/action_chunk", self._on_chunk, RELIABLE_QOS)
         n.create_subscription(Image, "/cameras/front/image_raw", self._on_image, SENSOR_QOS)
         n.create_subscription(Clock, "/clock", self._on_clock, 10)
+        n.create_subscription(ObjectPoses, "/sim/object_poses", self._on_poses, 10)
         self.execute = n.create_client(ExecuteTask, "/vla/execute_task")
         self.ExecuteTask = ExecuteTask
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -77,6 +80,11 @@ class GraphProbe:
             for key in ("steps_executed", "steps_clipped", "chunks_stale", "chunks_rejected"):
                 self.counters[key] = max(self.counters.get(key, 0), int(getattr(msg, key)))
 
+    def _on_poses(self, msg) -> None:
+        from ..ros.conversions import object_poses_to_dict
+
+        self.object_poses = object_poses_to_dict(msg)
+
     def _on_clock(self, msg) -> None:
         self.sim_time_s = msg.clock.sec + msg.clock.nanosec * 1e-9
 
@@ -91,7 +99,8 @@ class GraphProbe:
 
         t = stamp_to_s(msg.header.stamp)
         running = self.status is not None and self.status.state == 1  # between tasks the next layout is on the table
-        if self.record and running and (not self.frames or t - self.frames[-1][0] >= self.strip_period_s):
+        if self.record and running and len(self.frames) < self.max_frames and \
+                (not self.frames or t - self.frames[-1][0] >= self.frame_period_s - 1e-6):
             with self.lock:
                 self.frames.append((t, image_to_rgb(msg).copy()))
 
@@ -121,11 +130,27 @@ class GraphProbe:
         raise TimeoutError(f"graph not ready after {timeout_s} s (sim time {self.sim_time_s:.2f} s, "
                            f"robot state {'none' if self.robot_state is None else self.robot_state.mode})")
 
-    def wait_outcome(self, task_id: str, wall_timeout_s: float, check=None):
+    def progress(self, instruction: str, task_start_sim_s: float) -> str:
+        """One line on the running task: sim time, chunks and steps so far, where the success check sees it."""
+        from .tasks import parse_instruction, progress_text
+
+        spec = parse_instruction(instruction)
+        where = progress_text(spec, self.object_poses) if spec and self.object_poses else ""
+        steps = self.robot_state.steps_executed if self.robot_state is not None else 0
+        return (f"{self.sim_time_s - task_start_sim_s:5.1f} s sim: {len(self.chunks)} chunks, {steps} steps"
+                + (f"; {where}" if where else ""))
+
+    def wait_outcome(self, task_id: str, wall_timeout_s: float, check=None, on_progress=None,
+                     progress_period_s: float = 2.0):
+        """The task's terminal TaskStatus. on_progress() is called every progress_period_s of wall time."""
         deadline = time.monotonic() + wall_timeout_s
+        next_progress = time.monotonic() + progress_period_s
         while time.monotonic() < deadline:
             if check:
                 check()
+            if on_progress and time.monotonic() >= next_progress:
+                next_progress += progress_period_s
+                on_progress()
             s = self.status
             if s is not None and s.task_id == task_id and s.state >= 2:
                 return s
@@ -142,24 +167,13 @@ class GraphProbe:
         self.context.try_shutdown()
 
 
-def save_strip(frames: list[np.ndarray], path: Path, max_frames: int = 10) -> Path | None:
-    import cv2
-
-    if not frames:
-        return None
-    idx = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
-    strip = np.concatenate([frames[i] for i in idx], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), strip[:, :, ::-1])
-    return path
-
-
 def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "demo_out", policy: str = "expert",
              bundle: str | None = None, instruction: str = INSTRUCTION, task_timeout_s: float = 60.0,
              params_file: str | None = None, verbose: bool = True, noise_scale: float | None = None) -> dict:
     """Run `episodes` episodes of `instruction` in the sim graph; returns the summary printed. noise_scale: the
     learned policy's flow start noise (None: the params file's)."""
     from ..bringup import Bringup, ensure_no_running_graph
+    from ..flywheel.media import save_strip, write_video
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
@@ -198,7 +212,8 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
                 reply = probe.start_task(instruction, task_timeout_s)
                 if not reply.accepted:
                     raise RuntimeError(f"task refused: {reply.message}")
-                final = probe.wait_outcome(reply.task_id, wall_timeout_s=task_timeout_s * 10 + 60, check=graph.check)
+                final = probe.wait_outcome(reply.task_id, wall_timeout_s=task_timeout_s * 10 + 60, check=graph.check,
+                                           on_progress=lambda: say(f"[demo]   {probe.progress(instruction, sim0)}"))
                 time.sleep(0.2)
                 probe.record = False
                 wall = time.monotonic() - wall0
@@ -206,11 +221,15 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
                 counters = dict(probe.counters)
                 with probe.lock:
                     chunks = list(probe.chunks)
-                    frames = [f for _, f in probe.frames]
+                    times, frames = [t for t, _ in probe.frames], [f for _, f in probe.frames]
                 ages = np.array([max(0.0, rx - stamp) for rx, stamp, _ in chunks]) * 1e3 if chunks else np.zeros(1)
                 infer = np.array([ms for *_, ms in chunks]) if chunks else np.zeros(1)
-                strip = save_strip(frames, out / f"episode_{k:03d}_seed_{seed + k}_front.png")
                 outcome = {2: "SUCCEEDED", 3: "FAILED", 4: "CANCELED", 5: "ABORTED"}.get(final.state, str(final.state))
+                name = out / f"episode_{k:03d}_seed_{seed + k}_front"
+                strip = save_strip(frames, times, name.with_suffix(".png"),
+                                   title=f"{instruction!r}: {outcome} in {final.elapsed_s:.1f} s (layout {seed + k})")
+                video = write_video(name.with_suffix(".mp4"), frames, fps=round(1 / probe.frame_period_s)) \
+                    if frames else ""
                 r = {"episode": k, "seed": seed + k, "task_id": reply.task_id, "outcome": outcome,
                      "success": final.state == 2, "task_elapsed_s": float(final.elapsed_s), "sim_s": sim,
                      "wall_s": wall, "real_time_factor": sim / wall if wall > 0 else 0.0, "chunks": len(chunks),
@@ -219,14 +238,14 @@ def run_demo(episodes: int = 1, seed: int = DEMO_LAYOUT_SEED, out_dir: str = "de
                      "inference_ms_p50": float(np.median(infer)),
                      "chunk_age_at_receipt_ms_p50": float(np.median(ages)),
                      "chunk_age_at_receipt_ms_p95": float(np.percentile(ages, 95)),
-                     "strip": str(strip) if strip else "", "message": final.message}
+                     "strip": str(strip) if strip else "", "video": video, "message": final.message}
                 results.append(r)
                 why = "" if r["success"] else f" ({final.message})"
                 say(f"[demo] episode {k + 1}/{episodes} seed {seed + k}: {outcome}{why} in {r['task_elapsed_s']:.1f} s sim "
                     f"({wall:.1f} s wall, RTF {r['real_time_factor']:.2f}); chunks {r['chunks']}, steps "
                     f"{r['steps_executed']}, clipped {r['steps_clipped']}, stale {r['chunks_stale']}; inference p50 "
                     f"{r['inference_ms_p50']:.2f} ms; chunk age at receipt p50 {r['chunk_age_at_receipt_ms_p50']:.0f} ms "
-                    f"p95 {r['chunk_age_at_receipt_ms_p95']:.0f} ms; strip {r['strip']}")
+                    f"p95 {r['chunk_age_at_receipt_ms_p95']:.0f} ms; strip {r['strip']}, video {r['video']}")
         finally:
             probe.close()
     successes = sum(r["success"] for r in results)

@@ -106,3 +106,16 @@ class SuccessCheck:
         else:
             self._since_s = None
         return self.succeeded
+
+
+def progress_text(spec: TaskSpec, poses: Poses, config: SuccessConfig = SuccessConfig()) -> str:
+    """Where the task stands as its success check sees it, in a few words (live progress of demo and eval)."""
+    if spec.object_name not in poses:
+        return f"no {spec.object_name} on the table"
+    p = poses[spec.object_name][0]
+    half = config.cube_size_m / 2
+    height = f"the {spec.colour} cube {100 * (p[2] - half):.0f} cm up"
+    if spec.family == PICK_UP:
+        return f"{height} (lifted at {100 * config.lift_height_m:.0f} cm)"
+    b = poses[BOWL_NAME][0]
+    return f"{height}, {100 * np.hypot(p[0] - b[0], p[1] - b[1]):.0f} cm from the bowl's centre"
