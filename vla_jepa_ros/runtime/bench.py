@@ -170,7 +170,6 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
@@ -178,6 +177,7 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
 
     from ..bringup import Bringup
     from ..ros.conversions import s_to_stamp, stamp_to_s
+    from ..ros.diagnostics import follow_status
     from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
     from .bundle import load_bundle
 
@@ -197,14 +197,8 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     node.create_subscription(ActionChunk, "/vla/action_chunk",
                              lambda m: received.append((time.time(), stamp_to_s(m.header.stamp), m.inference_ms)),
                              RELIABLE_QOS)
-    node_counts: dict[str, str] = {}  # the policy node's own frame counters (/diagnostics), newest
-
-    def on_diagnostics(msg):
-        for status in msg.status:
-            if status.name == "policy":
-                node_counts.update({kv.key: kv.value for kv in status.values if kv.key.startswith("frames.")})
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    policy_values: dict[str, str] = {}  # the policy node's newest /diagnostics (its own frame counters)
+    follow_status(node, "policy", policy_values)
     pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR_QOS) for c in cams}
     state_pub = node.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
     status_pub = node.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
@@ -255,6 +249,7 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     e2e = np.array([(recv - stamp) * 1e3 for stamp, (recv, _) in first.items()])
     overhead = np.array([(recv - stamp) * 1e3 - model for stamp, (recv, model) in first.items()])
     model = np.array([m for _, m in first.values()])
+    node_counts = {k: v for k, v in policy_values.items() if k.startswith("frames.")}
     received = min(int(node_counts.get(f"frames.{c}.received", 0)) for c in cams)
     return {"frames": len(first), "published_pairs_measured": int(round(seconds * rate_hz)),
             "published_pairs": published, "node_received_pairs": received, "node_frame_counts": node_counts,
