@@ -42,6 +42,7 @@ class BenchConfig:
     e2e_rate_hz: float = 10.0
     e2e_width_px: int = 320  # raw rgb8 frames (640x480 and larger need the stack's DDS profile: docs/cameras.md)
     e2e_height_px: int = 240
+    e2e_transport: str = "raw"  # raw: Image rgb8; compressed: CompressedImage JPEG (encoded by the bench)
     plot: str = "bench_latency.png"
     json_path: str = ""
 
@@ -52,6 +53,8 @@ class BenchConfig:
         if self.iterations < 2 or self.warmup < 0 or self.e2e_seconds < 0 or not self.e2e_rate_hz > 0:
             raise ValueError(f"iterations={self.iterations} must be >= 2, warmup={self.warmup} >= 0, "
                              f"e2e_seconds={self.e2e_seconds} >= 0, e2e_rate_hz={self.e2e_rate_hz} > 0")
+        if self.e2e_transport not in ("raw", "compressed"):
+            raise ValueError(f"e2e_transport={self.e2e_transport!r} must be raw or compressed")
 
 
 def random_bundle(preset: str, out_dir: Path, log=print) -> Path:
@@ -163,7 +166,7 @@ def format_table(rows: list[dict], title: str) -> str:
 
 
 def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_px: int = 320, height_px: int = 240,
-                       log=print) -> dict:
+                       log=print, transport: str = "raw") -> dict:
     """Policy node in its own process; image published -> chunk received, minus model time. Needs ROS 2."""
     import array
     import threading
@@ -171,12 +174,13 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
 
     from ..bringup import Bringup
     from ..ros.conversions import s_to_stamp, stamp_to_s
+    from ..core.images import encode_compressed
     from ..ros.diagnostics import follow_status
     from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
     from .bundle import load_bundle
@@ -187,7 +191,8 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     cams = load_bundle(bundle_root, verify_hashes=False).manifest.cameras
     params = {"policy": {"use_sim_time": False, "policy": "bundle", "bundle_path": str(bundle_root),
                          "backend": "onnxruntime", "threads": 1, "cameras": list(cams), "inference_rate_hz": 100.0,
-                         "max_image_age_s": 1.0, "max_camera_skew_s": 0.1, "use_ground_truth": False}}
+                         "max_image_age_s": 1.0, "max_camera_skew_s": 0.1, "use_ground_truth": False,
+                         "image_transport": transport}}
     context = rclpy.Context()
     rclpy.init(context=context)
     node = Node("bench_e2e", context=context)
@@ -199,7 +204,8 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
                              RELIABLE_QOS)
     policy_values: dict[str, str] = {}  # the policy node's newest /diagnostics (its own frame counters)
     follow_status(node, "policy", policy_values)
-    pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR_QOS) for c in cams}
+    msg_type, suffix = (Image, "image_raw") if transport == "raw" else (CompressedImage, "compressed")
+    pubs = {c: node.create_publisher(msg_type, f"/cameras/{c}/{suffix}", SENSOR_QOS) for c in cams}
     state_pub = node.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
     status_pub = node.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
     rgb = np.random.default_rng(0).integers(0, 256, (height_px, width_px, 3), dtype=np.uint8)
@@ -230,7 +236,10 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
             state_pub.publish(st)
             matched = all(p.get_subscription_count() > 0 for p in pubs.values())
             for c in cams:
-                msg = Image(height=height_px, width=width_px, encoding="rgb8", step=width_px * 3, data=data)
+                if transport == "raw":
+                    msg = Image(height=height_px, width=width_px, encoding="rgb8", step=width_px * 3, data=data)
+                else:  # encoded per frame, as a driver does (the encode time is part of the measured latency)
+                    msg = CompressedImage(format="jpeg", data=encode_compressed(rgb, "jpeg", 90))
                 msg.header.stamp = s_to_stamp(now)
                 pubs[c].publish(msg)
             published += matched
@@ -301,9 +310,10 @@ def run_bench(config: BenchConfig, log=print) -> dict:
         if config.e2e_seconds > 0:
             try:
                 e2e = measure_end_to_end(root, config.e2e_seconds, config.e2e_rate_hz, config.e2e_width_px,
-                                         config.e2e_height_px, log)
+                                         config.e2e_height_px, log, config.e2e_transport)
+                kind = "rgb8" if config.e2e_transport == "raw" else "JPEG"
                 print(f"end to end across processes ({e2e['frames']} frame pairs of {config.e2e_width_px}x"
-                      f"{config.e2e_height_px} rgb8 at {config.e2e_rate_hz:g} Hz, policy "
+                      f"{config.e2e_height_px} {kind} at {config.e2e_rate_hz:g} Hz, policy "
                       f"node on onnxruntime): p50 {e2e['e2e_p50_ms']:.1f} ms, p99 {e2e['e2e_p99_ms']:.1f} ms; model "
                       f"p50 {e2e['model_p50_ms']:.1f} ms; stack overhead p50 {e2e['overhead_p50_ms']:.1f} ms, "
                       f"p99 {e2e['overhead_p99_ms']:.1f} ms")
