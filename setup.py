@@ -15,7 +15,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*.*")) for d in sorted({p.rsplit("/", 1)[0] for p in glob("models/*/*.*")})],
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],

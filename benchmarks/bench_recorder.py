@@ -1,4 +1,4 @@
-"""Recorder throughput: 2 cameras (224x224 rgb8, 30 Hz) + joint states (100 Hz) into episode bags.
+"""Recorder throughput: 2 cameras (rgb8, 224x224 by default, 30 Hz) + joint states (100 Hz) into episode bags.
 
     .venv/bin/python benchmarks/bench_recorder.py                     # 180 s
     .venv/bin/python benchmarks/bench_recorder.py --duration-s 20 --plot bench_out/recorder.png
@@ -12,6 +12,7 @@ MB/s written, drops (recorder queue) and losses (published but neither recorded 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import struct
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=180.0)
     parser.add_argument("--camera-hz", type=float, default=30.0)
     parser.add_argument("--joint-hz", type=float, default=100.0)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", default="224", help="camera frame side (N) or WxH, e.g. 640x480")
+    parser.add_argument("--json", default="", help="also write the result rows as JSON here")
     parser.add_argument("--queue-size", type=int, default=2000)
     parser.add_argument("--max-bag-size-mb", type=float, default=2048.0)
     parser.add_argument("--out-dir", help="where the bags go (default: a temp dir, removed afterwards)")
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from vla_jepa_interfaces.srv import ExecuteTask
     from vla_jepa_ros.bringup import Bringup
+    from vla_jepa_ros.ros.dds import use_stack_profile
+
+    use_stack_profile()  # this process plays the camera driver: it needs the stack's DDS profile (docs/cameras.md)
     from vla_jepa_ros.recording import EpisodeReader, repair_episode
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     params = {"output_dir": str(out), "queue_size": args.queue_size, "max_bag_size_mb": args.max_bag_size_mb,
               "min_free_disk_mb": 512.0, "diagnostics_period_s": 0.5}
     rng = np.random.default_rng(0)
-    size = args.image_size
+    width, _, height = args.image_size.partition("x")
+    width, height = int(width), int(height or width)
     templates = {}
     for topic in CAMERAS:
         frames = []
         for _ in range(8):
-            img = Image(height=size, width=size, encoding="rgb8", step=size * 3, data=rng.integers(
-                0, 255, size * size * 3, dtype=np.uint8).tobytes())
+            img = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=rng.integers(
+                0, 255, width * height * 3, dtype=np.uint8).tobytes())
             img.header.frame_id = topic.split("/")[2]
             frames.append(bytearray(serialize_message(img)))
         templates[topic] = frames
@@ -193,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         repair_episode(bag)
         rows.append(("repair_episode", f"{time.monotonic() - t0:.2f} s"))
-    width = max(len(k) for k, _ in rows)
-    print(f"\nrecorder benchmark: 2 cameras {size}x{size} rgb8 @ {args.camera_hz:g} Hz + joint states @ "
+    key_width = max(len(k) for k, _ in rows)
+    print(f"\nrecorder benchmark: 2 cameras {width}x{height} rgb8 @ {args.camera_hz:g} Hz + joint states @ "
           f"{args.joint_hz:g} Hz, queue_size {args.queue_size}")
     for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{key_width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "image_size": f"{width}x{height}", "camera_hz": args.camera_hz, "duration_s": args.duration_s,
+            "published": counts, "written": recorded, "dropped": dropped,
+            "lost_in_transport": {t: counts[t] - recorded[t] - dropped.get(t, 0) for t in pubs},
+            "receive_latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99))},
+            "rows": rows}, indent=2))
 
     if args.plot:
         import matplotlib
@@ -213,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         ax1b.plot(bins[:-1], np.histogram(t_s, bins)[0], color="tab:orange", label="msg/s")
         ax1.set_ylabel("MB/s")
         ax1b.set_ylabel("messages/s")
-        ax1.set_title("recorder: 2x 224x224 rgb8 @ 30 Hz + joint states @ 100 Hz")
+        ax1.set_title(f"recorder: 2x {width}x{height} rgb8 @ {args.camera_hz:g} Hz + joint states @ "
+                      f"{args.joint_hz:g} Hz")
         ax2.plot(t_s, lat_ms, ",", alpha=0.5)
         ax2.set_ylabel("receive latency (ms)")
         ax2.set_xlabel("time (s)")

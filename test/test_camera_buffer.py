@@ -57,6 +57,39 @@ def test_dropped_frames_count_frames_never_used():
     assert b.frames_received == 5 and b.frames_dropped == 2
 
 
+def test_frames_are_counted_per_camera_received_used_superseded():
+    b = _buffer()
+    for t in (1.0, 1.1, 1.2):
+        b.put("front", IMG, t)
+    b.put("wrist", IMG, 1.2)
+    b.snapshot(1.2)
+    b.snapshot(1.25)  # the same frames again: used once
+    b.put("wrist", IMG, 1.3)
+    assert b.received == {"front": 3, "wrist": 2}
+    assert b.used == {"front": 1, "wrist": 1}
+    assert b.superseded == {"front": 2, "wrist": 0}
+
+
+def test_policy_diagnostics_carry_frame_counts_by_camera_and_reason():
+    from vla_jepa_ros.runtime.policy_loop import PolicyLoop
+
+    class NoPolicy:
+        def infer(self, obs):
+            raise ValueError("robot state unknown")
+
+    loop = PolicyLoop(NoPolicy(), ("front", "wrist"), 0.5, 0.1)
+    loop.put_frame("front", IMG, 1.0)
+    loop.put_frame("front", IMG, 1.1)
+    loop.put_frame("wrist", IMG, 1.1)
+    loop.bad_frame("wrist", "wrong size")
+    loop.lost_frames_reported("front", 3)
+    loop.set_task("t1", "go", True)
+    loop.step(1.1)
+    v = loop.diagnostics(1.1).values
+    assert (v["frames.front.received"], v["frames.front.used"], v["frames.front.dropped_superseded"],
+            v["frames.front.lost_in_transport"], v["frames.wrist.dropped_bad"]) == ("2", "1", "1", "3", "1")
+
+
 def test_bad_config_and_unknown_camera():
     with pytest.raises(ValueError, match="max_image_age_s=0"):
         CameraBuffer(("a",), 0, 0.1)

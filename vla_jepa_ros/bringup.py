@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .graph import Graph, NodeSpec, get_graph, share_file
+from .ros.dds import dds_environment
 from .ros.shm import remove_stale_fastdds_files
 
 
@@ -165,6 +166,7 @@ class Bringup:
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.update(dds_environment(self.env))  # camera-size frames need it (docs/cameras.md)
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"vla_jepa_{self.graph.name}_"))
         self.echo = echo
         self.auth_key_file: Path | None = None

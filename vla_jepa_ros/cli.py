@@ -283,7 +283,9 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--warmup", type=NON_NEGATIVE, default=5, help="untimed calls first")
     p.add_argument("--e2e-seconds", type=_number(float, low=0.0), default=20.0, help="0 skips the across-processes measurement")
     p.add_argument("--e2e-rate-hz", type=POSITIVE_S, default=10.0, help="camera rate for the end-to-end measurement")
-    p.add_argument("--e2e-size", default="320x240", help="raw camera frame WxH for the end-to-end measurement")
+    p.add_argument("--e2e-size", default="320x240", help="camera frame WxH for the end-to-end measurement")
+    p.add_argument("--e2e-transport", default="raw", choices=("raw", "compressed"),
+                   help="end-to-end frames as Image rgb8 (raw) or CompressedImage JPEG (compressed)")
     p.add_argument("--plot", default="bench_latency.png", help="histogram PNG ('' to skip)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     args = p.parse_args(argv)
@@ -294,6 +296,7 @@ def _bench(argv: list[str]) -> int:
                          threads=args.threads, iterations=args.iterations, warmup=args.warmup,
                          e2e_seconds=args.e2e_seconds, e2e_rate_hz=args.e2e_rate_hz,
                          e2e_width_px=int(args.e2e_size.split("x")[0]), e2e_height_px=int(args.e2e_size.split("x")[1]),
+                         e2e_transport=args.e2e_transport,
                          plot=args.plot,
                          json_path=args.json)
     run_bench(config)

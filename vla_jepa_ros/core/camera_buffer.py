@@ -42,18 +42,30 @@ class CameraBuffer:
         self._lock = threading.Lock()
         self._frames: dict[str, tuple[np.ndarray, float]] = {}
         self._used: dict[str, bool] = {}
-        self.frames_received = 0
-        self.frames_dropped = 0  # replaced by a newer frame before any inference used them
+        # per camera: received (put), used (given to an inference), superseded (replaced by a newer frame
+        # before any inference used it: normal when cameras run faster than inference)
+        self.received = dict.fromkeys(self.cameras, 0)
+        self.used = dict.fromkeys(self.cameras, 0)
+        self.superseded = dict.fromkeys(self.cameras, 0)
+
+    @property
+    def frames_received(self) -> int:
+        return sum(self.received.values())
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames replaced by a newer one before any inference used them (all cameras)."""
+        return sum(self.superseded.values())
 
     def put(self, camera: str, image: np.ndarray, stamp_s: float) -> None:
         if camera not in self.cameras:
             raise ValueError(f"unknown camera {camera!r} (configured: {', '.join(self.cameras)})")
         with self._lock:
             if camera in self._frames and not self._used[camera]:
-                self.frames_dropped += 1
+                self.superseded[camera] += 1
             self._frames[camera] = (image, float(stamp_s))
             self._used[camera] = False
-            self.frames_received += 1
+            self.received[camera] += 1
 
     def latest_stamp_s(self, camera: str) -> float | None:
         with self._lock:
@@ -80,5 +92,7 @@ class CameraBuffer:
                                       f"{newest!r} at {stamps[newest]:.3f} s) > max_camera_skew_s="
                                       f"{self.max_camera_skew_s}")
             for c in self.cameras:
+                if not self._used[c]:
+                    self.used[c] += 1
                 self._used[c] = True
             return CameraSnapshot(images={c: self._frames[c][0] for c in self.cameras}, stamps_s=stamps)

@@ -8,6 +8,7 @@ import dataclasses
 import threading
 
 import numpy as np
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -20,7 +21,7 @@ from ..ros.conversions import chunk_to_msg, image_to_rgb, stamp_to_s
 from ..ros.diagnostics import DiagnosticsPublisher
 from ..ros.node_main import run_node
 from ..ros.params import declare_params
-from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
+from ..ros.qos import CAMERA_SUB_QOS, RELIABLE_QOS, STATUS_QOS
 from ..runtime.factory import BackendParams, make_model_policy
 from ..runtime.policy_loop import PolicyLoop
 
@@ -87,13 +88,12 @@ class PolicyNode(Node):
         self.loop = PolicyLoop(self.policy, c.cameras, c.max_image_age_s, c.max_camera_skew_s)
         self._expected_wh = (c.camera_width_px, c.camera_height_px) if c.camera_width_px > 0 else None
         self._phase = ""
+        msg_type, suffix = (Image, "image_raw") if c.image_transport == "raw" else (CompressedImage, "compressed")
         for cam in c.cameras:
-            if c.image_transport == "raw":
-                self.create_subscription(Image, f"/cameras/{cam}/image_raw",
-                                         lambda m, cam=cam: self._on_image(cam, m), SENSOR_QOS)
-            else:
-                self.create_subscription(CompressedImage, f"/cameras/{cam}/compressed",
-                                         lambda m, cam=cam: self._on_image(cam, m), SENSOR_QOS)
+            lost = SubscriptionEventCallbacks(  # DDS counts frames lost on the way; /diagnostics shows them
+                message_lost=lambda info, cam=cam: self.loop.lost_frames_reported(cam, info.total_count_change))
+            self.create_subscription(msg_type, f"/cameras/{cam}/{suffix}", lambda m, cam=cam: self._on_image(cam, m),
+                                     CAMERA_SUB_QOS, event_callbacks=lost)
         self.create_subscription(RobotState, "/franka/state", self._on_state, RELIABLE_QOS)
         self.create_subscription(TaskStatus, "/vla/task_status", self._on_status, STATUS_QOS)
         if c.use_ground_truth:

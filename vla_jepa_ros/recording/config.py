@@ -17,6 +17,7 @@ DEFAULT_TOPICS = (
 STATUS_TOPIC = "/vla/task_status"
 STATUS_TYPE = "vla_jepa_interfaces/msg/TaskStatus"
 ACTION_CHUNK_TYPE = "vla_jepa_interfaces/msg/ActionChunk"
+CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 QOS_KINDS = ("auto", "best_effort", "reliable", "transient_local")
 COMPRESSIONS = ("zstd", "lz4", "none")  # MCAP chunk compression
 COMPRESSION_LEVELS = {"zstd": (1, 19), "lz4": (0, 16), "none": (0, 0)}  # 0 always means "the default level"
@@ -45,7 +46,7 @@ class TopicSpec:
             return self.qos
         if self.name == STATUS_TOPIC:
             return "transient_local"  # late joiners (a restarted recorder) must see the running task
-        if self.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
+        if self.msgtype in CAMERA_TYPES:
             return "best_effort"  # cameras publish best effort; a reliable subscription would not match
         return "reliable"
 

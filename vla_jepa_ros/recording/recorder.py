@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from ..core.types import TaskState
-from .config import ACTION_CHUNK_TYPE, STATUS_TOPIC, STATUS_TYPE, RecorderConfig
+from .config import ACTION_CHUNK_TYPE, CAMERA_TYPES, STATUS_TOPIC, STATUS_TYPE, RecorderConfig
 from .reader import EPISODE_CUSTOM_DATA_KEY, EPISODE_FILE, BagReadError, repair_episode
 from .typestore import check_known, make_typestore
 from .writer import CLOCK_TOPIC, EpisodeWriter, dump_yaml, write_text_atomic
@@ -146,6 +146,10 @@ class Recorder:
         self.dropped: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # recorder queue full
         self.lost: dict[str, int] = dict.fromkeys(self.recorded_topics, 0)  # reported lost by the middleware
         self.received = 0
+        # camera topics, counted for /diagnostics: received by the callback, written into a bag
+        self.camera_topics = sorted(s.name for s in self.specs if s.msgtype in CAMERA_TYPES)
+        self.received_counts: dict[str, int] = dict.fromkeys(self.camera_topics, 0)
+        self.written_counts: dict[str, int] = dict.fromkeys(self.camera_topics, 0)
         self.written = 0
         self.bytes_written = 0
         self.episodes_recorded = 0
@@ -165,6 +169,9 @@ class Recorder:
         was dropped. ros_time_ns: the ROS clock at reception when it is not the wall clock (sim time; episode
         start/end times and the bag's /clock samples use it); publish_time_ns / sequence: from the publisher."""
         is_status = topic == STATUS_TOPIC
+        if topic in self.received_counts:
+            with self._lock:
+                self.received_counts[topic] += 1
         item = (topic, stamp_ns, time.monotonic_ns(), data,
                 ros_time_ns if self._keep_clock else None, publish_time_ns, sequence)
         if self._queue.put(item, bounded=not is_status, size=len(data)):
@@ -272,6 +279,8 @@ class Recorder:
         self.latencies_ns.append(time.monotonic_ns() - times.received_mono_ns)
         episode.last_time_ns = max(episode.last_time_ns, times.ros_clock_ns)
         episode.sim_time = episode.sim_time or times.ros_ns is not None
+        if topic in self.written_counts:
+            self.written_counts[topic] += 1
         self.written += 1
         self.bytes_written += len(data)
 
@@ -455,6 +464,9 @@ class Recorder:
         with self._lock:
             dropped_total = sum(self.dropped.values())
             lost_total = sum(self.lost.values())
+            cameras = {f"frames.{t}.{k}": str(counts.get(t, 0)) for t in self.camera_topics for k, counts in (
+                ("received", self.received_counts), ("written", self.written_counts),
+                ("dropped_queue_full", self.dropped), ("lost_in_transport", self.lost))}
             dropped_now = (sum(self.dropped.get(t, 0) - episode.drop_base.get(t, 0) for t in self.recorded_topics)
                            if episode else 0)
         p50, p99 = self.latency_ms()
@@ -468,7 +480,7 @@ class Recorder:
                   "episodes": str(self.episodes_recorded),
                   "free_disk_mb": f"{free_disk_mb(self.output_dir):.0f}",
                   "write_latency_p50_ms": f"{p50:.2f}", "write_latency_p99_ms": f"{p99:.2f}",
-                  "disk_guard": self.disk_guard_message, "error": self.error_message}
+                  "disk_guard": self.disk_guard_message, "error": self.error_message, **cameras}
         if self.disk_guard_message or self.error_message:
             return "ERROR", self.disk_guard_message or self.error_message, values
         if dropped_now:

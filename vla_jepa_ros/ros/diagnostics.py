@@ -22,3 +22,13 @@ class DiagnosticsPublisher:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self._node.get_clock().now().to_msg()
         self._pub.publish(msg)
+
+
+def follow_status(node: Node, name: str, values: dict[str, str]) -> None:
+    """Keep `values` updated with the key/values of the newest /diagnostics status called `name`."""
+    def on_array(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == name:
+                values.update({kv.key: kv.value for kv in status.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)

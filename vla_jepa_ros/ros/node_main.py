@@ -14,6 +14,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from .dds import use_stack_profile
 from .heartbeat import Heartbeat
 from .params import unknown_parameters
 
@@ -30,6 +31,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         # never inherit a realtime policy from whoever started us (e.g. a process that connected franky):
         # a FIFO-99 executor thread spinning on a 2-core machine starves the simulator and every other node
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    use_stack_profile()  # started without bringup/launch (ros2 run): still the stack's DDS profile
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     heartbeat = None

@@ -7,6 +7,11 @@ STATUS_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Re
 # Camera frames: only the newest matters; never block the publisher on a slow subscriber.
 SENSOR_QOS = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
+# Camera subscriptions: deeper than the publishers' history, so frames wait in DDS while the executor is starved
+# for a moment (on a loaded 2-core machine 1280x720 frames were lost at depth 2 and not at depth 10, see
+# benchmarks/results/camera_transport.md); a subscriber still uses only the newest frame.
+CAMERA_SUB_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE)
 # Action chunks and robot state: small, each one matters.
 RELIABLE_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)

@@ -40,8 +40,9 @@ class BenchConfig:
     warmup: int = 5
     e2e_seconds: float = 20.0
     e2e_rate_hz: float = 10.0
-    e2e_width_px: int = 320  # raw rgb8 frames; 640x480 best-effort frames are mostly lost by Fast DDS here
+    e2e_width_px: int = 320  # raw rgb8 frames (640x480 and larger need the stack's DDS profile: docs/cameras.md)
     e2e_height_px: int = 240
+    e2e_transport: str = "raw"  # raw: Image rgb8; compressed: CompressedImage JPEG (encoded by the bench)
     plot: str = "bench_latency.png"
     json_path: str = ""
 
@@ -52,6 +53,8 @@ class BenchConfig:
         if self.iterations < 2 or self.warmup < 0 or self.e2e_seconds < 0 or not self.e2e_rate_hz > 0:
             raise ValueError(f"iterations={self.iterations} must be >= 2, warmup={self.warmup} >= 0, "
                              f"e2e_seconds={self.e2e_seconds} >= 0, e2e_rate_hz={self.e2e_rate_hz} > 0")
+        if self.e2e_transport not in ("raw", "compressed"):
+            raise ValueError(f"e2e_transport={self.e2e_transport!r} must be raw or compressed")
 
 
 def random_bundle(preset: str, out_dir: Path, log=print) -> Path:
@@ -163,7 +166,7 @@ def format_table(rows: list[dict], title: str) -> str:
 
 
 def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_px: int = 320, height_px: int = 240,
-                       log=print) -> dict:
+                       log=print, transport: str = "raw") -> dict:
     """Policy node in its own process; image published -> chunk received, minus model time. Needs ROS 2."""
     import array
     import threading
@@ -171,21 +174,27 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from vla_jepa_interfaces.msg import ActionChunk, RobotState, TaskStatus
 
     from ..bringup import Bringup
     from ..ros.conversions import s_to_stamp, stamp_to_s
     from ..core.auth import Signer, load_key
+    from ..core.images import encode_compressed
     from ..ros.auth import sign_message
+    from ..ros.diagnostics import follow_status
     from ..ros.qos import RELIABLE_QOS, SENSOR_QOS, STATUS_QOS
     from .bundle import load_bundle
 
+    from ..ros.dds import use_stack_profile
+
+    use_stack_profile()  # this process publishes the frames: its participant needs the profile too
     cams = load_bundle(bundle_root, verify_hashes=False).manifest.cameras
     params = {"policy": {"use_sim_time": False, "policy": "bundle", "bundle_path": str(bundle_root),
                          "backend": "onnxruntime", "threads": 1, "cameras": list(cams), "inference_rate_hz": 100.0,
-                         "max_image_age_s": 1.0, "max_camera_skew_s": 0.1, "use_ground_truth": False}}
+                         "max_image_age_s": 1.0, "max_camera_skew_s": 0.1, "use_ground_truth": False,
+                         "image_transport": transport}}
     context = rclpy.Context()
     rclpy.init(context=context)
     node = Node("bench_e2e", context=context)
@@ -195,7 +204,10 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     node.create_subscription(ActionChunk, "/vla/action_chunk",
                              lambda m: received.append((time.time(), stamp_to_s(m.header.stamp), m.inference_ms)),
                              RELIABLE_QOS)
-    pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR_QOS) for c in cams}
+    policy_values: dict[str, str] = {}  # the policy node's newest /diagnostics (its own frame counters)
+    follow_status(node, "policy", policy_values)
+    msg_type, suffix = (Image, "image_raw") if transport == "raw" else (CompressedImage, "compressed")
+    pubs = {c: node.create_publisher(msg_type, f"/cameras/{c}/{suffix}", SENSOR_QOS) for c in cams}
     state_pub = node.create_publisher(RobotState, "/franka/state", RELIABLE_QOS)
     status_pub = node.create_publisher(TaskStatus, "/vla/task_status", STATUS_QOS)
     rgb = np.random.default_rng(0).integers(0, 256, (height_px, width_px, 3), dtype=np.uint8)
@@ -216,6 +228,7 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
         warm_until = time.time() + 8.0  # node start-up + first inferences
         stop_at = warm_until + seconds
         first_measured = None
+        published = 0  # frame pairs published while the policy node's subscriptions were matched
         while time.time() < stop_at:
             b.check()
             now = time.time()
@@ -228,12 +241,17 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
             st = RobotState(ee_position_m=[0.4, 0.0, 0.3], ee_rpy_rad=[np.pi, 0.0, 0.0], gripper_width_m=0.08,
                             gripper_open_commanded=True)
             state_pub.publish(st)
+            matched = all(p.get_subscription_count() > 0 for p in pubs.values())
             for c in cams:
-                msg = Image(height=height_px, width=width_px, encoding="rgb8", step=width_px * 3, data=data)
+                if transport == "raw":
+                    msg = Image(height=height_px, width=width_px, encoding="rgb8", step=width_px * 3, data=data)
+                else:  # encoded per frame, as a driver does (the encode time is part of the measured latency)
+                    msg = CompressedImage(format="jpeg", data=encode_compressed(rgb, "jpeg", 90))
                 msg.header.stamp = s_to_stamp(now)
                 pubs[c].publish(msg)
+            published += matched
             time.sleep(max(0.0, 1.0 / rate_hz - (time.time() - now)))
-        time.sleep(0.5)
+        time.sleep(1.5)  # the last chunks, and one more /diagnostics with the node's frame counts
     running = False
     spinner.join(timeout=2)
     node.destroy_node()
@@ -247,7 +265,11 @@ def measure_end_to_end(bundle_root: Path, seconds: float, rate_hz: float, width_
     e2e = np.array([(recv - stamp) * 1e3 for stamp, (recv, _) in first.items()])
     overhead = np.array([(recv - stamp) * 1e3 - model for stamp, (recv, model) in first.items()])
     model = np.array([m for _, m in first.values()])
-    return {"frames": len(first), "e2e_ms": e2e.tolist(), "overhead_ms": overhead.tolist(),
+    node_counts = {k: v for k, v in policy_values.items() if k.startswith("frames.")}
+    received = min(int(node_counts.get(f"frames.{c}.received", 0)) for c in cams)
+    return {"frames": len(first), "published_pairs_measured": int(round(seconds * rate_hz)),
+            "published_pairs": published, "node_received_pairs": received, "node_frame_counts": node_counts,
+            "e2e_ms": e2e.tolist(), "overhead_ms": overhead.tolist(),
             "e2e_p50_ms": float(np.percentile(e2e, 50)), "e2e_p99_ms": float(np.percentile(e2e, 99)),
             "model_p50_ms": float(np.percentile(model, 50)),
             "overhead_p50_ms": float(np.percentile(overhead, 50)), "overhead_p99_ms": float(np.percentile(overhead, 99))}
@@ -295,12 +317,18 @@ def run_bench(config: BenchConfig, log=print) -> dict:
         if config.e2e_seconds > 0:
             try:
                 e2e = measure_end_to_end(root, config.e2e_seconds, config.e2e_rate_hz, config.e2e_width_px,
-                                         config.e2e_height_px, log)
+                                         config.e2e_height_px, log, config.e2e_transport)
+                kind = "rgb8" if config.e2e_transport == "raw" else "JPEG"
                 print(f"end to end across processes ({e2e['frames']} frame pairs of {config.e2e_width_px}x"
-                      f"{config.e2e_height_px} rgb8 at {config.e2e_rate_hz:g} Hz, policy "
+                      f"{config.e2e_height_px} {kind} at {config.e2e_rate_hz:g} Hz, policy "
                       f"node on onnxruntime): p50 {e2e['e2e_p50_ms']:.1f} ms, p99 {e2e['e2e_p99_ms']:.1f} ms; model "
                       f"p50 {e2e['model_p50_ms']:.1f} ms; stack overhead p50 {e2e['overhead_p50_ms']:.1f} ms, "
                       f"p99 {e2e['overhead_p99_ms']:.1f} ms")
+                counts = e2e["node_frame_counts"]
+                print(f"  frame pairs producing a chunk: {e2e['frames']} of {e2e['published_pairs_measured']} "
+                      f"published in the measured {config.e2e_seconds:g} s; the policy node received "
+                      f"{e2e['node_received_pairs']} of the {e2e['published_pairs']} pairs published since it "
+                      f"subscribed (warm-up included); its counts: " + ", ".join(f"{k[len('frames.'):]}={v}" for k, v in counts.items()))
             except ImportError as exc:
                 log(f"skipping the end-to-end measurement (ROS 2 not importable: {exc})")
         if config.plot:

@@ -25,6 +25,19 @@ class Diagnostics:
     values: dict[str, str]
 
 
+def frame_counts(cameras: CameraBuffer, bad: dict[str, int], lost: dict[str, int]) -> dict[str, str]:
+    """Per camera, for /diagnostics: frames.<camera>.received | used | dropped_superseded (a newer frame came
+    before an inference took it) | dropped_bad (undecodable, wrong size) | lost_in_transport (reported by DDS)."""
+    values = {}
+    for cam in cameras.cameras:
+        values[f"frames.{cam}.received"] = str(cameras.received[cam])
+        values[f"frames.{cam}.used"] = str(cameras.used[cam])
+        values[f"frames.{cam}.dropped_superseded"] = str(cameras.superseded[cam])
+        values[f"frames.{cam}.dropped_bad"] = str(bad.get(cam, 0))
+        values[f"frames.{cam}.lost_in_transport"] = str(lost.get(cam, 0))
+    return values
+
+
 class PolicyLoop:
     def __init__(self, policy: Policy, cameras: tuple[str, ...], max_image_age_s: float,
                  max_camera_skew_s: float) -> None:
@@ -37,6 +50,7 @@ class PolicyLoop:
         self.timer = StageTimer(window=500)
         self.rate = RateMeter(window_s=5.0)
         self.bad_frames: collections.Counter[str] = collections.Counter()  # camera -> count
+        self.lost_frames: collections.Counter[str] = collections.Counter()  # camera -> lost before delivery (DDS)
         self.last_bad_frame = ""
         self.chunks = 0
         self.not_ready = ""  # why the last step published nothing ("" after a chunk)
@@ -54,6 +68,11 @@ class PolicyLoop:
             self.bad_frames[camera] += 1
             self.last_bad_frame = f"camera {camera!r}: {problem}"
             return f"{self.last_bad_frame} (bad frames from {camera!r}: {self.bad_frames[camera]}); frame skipped"
+
+    def lost_frames_reported(self, camera: str, count: int) -> None:
+        """Frames the middleware reports lost before they reached the node (DDS 'sample lost')."""
+        with self._lock:
+            self.lost_frames[camera] += count
 
     def set_state(self, state: np.ndarray | None) -> None:
         with self._lock:
@@ -108,6 +127,7 @@ class PolicyLoop:
         with self._lock:
             running = self._task is not None
             bad = dict(self.bad_frames)
+            lost = dict(self.lost_frames)
         values = {"model_id": str(getattr(self.policy, "model_id", "")), "running": str(running),
                   "chunks": str(self.chunks), "rate_hz": f"{self.rate.rate_hz(now_s):.2f}",
                   "not_ready_count": str(self.not_ready_count), "non_finite_outputs": str(self.non_finite),
@@ -117,6 +137,7 @@ class PolicyLoop:
         if self.cameras is not None:
             values["frames_received"] = str(self.cameras.frames_received)
             values["dropped_frames"] = str(self.cameras.frames_dropped)
+            values.update(frame_counts(self.cameras, bad, lost))
         for stage, s in self.timer.summary().items():
             values[f"{stage}.p50"] = f"{s['p50_ms']:.2f}"
             values[f"{stage}.p99"] = f"{s['p99_ms']:.2f}"
