@@ -55,6 +55,8 @@ class SafetyConfig:
         default=1.5, metadata={"help": "largest rotation speed: step angle / step_period_s (rad/s)"})
     max_lead_m: float = dataclasses.field(
         default=0.05, metadata={"help": "largest distance between a target and the measured position (m)"})
+    max_lead_rad: float = dataclasses.field(
+        default=0.3, metadata={"help": "largest angle between the commanded and the measured orientation (rad)"})
     max_tilt_rad: float = dataclasses.field(
         default=np.pi, metadata={"help": "largest angle between the tool axis and straight down (rad; pi = off)"})
     yaw_range_rad: tuple[float, ...] = dataclasses.field(
@@ -90,7 +92,7 @@ class SafetyConfig:
             raise ValueError(f"table floor {floor} m (table_height_m + min_height_above_table_m) must be below "
                              f"workspace_max_m z={hi[2]}")
         for name in ("max_step_m", "max_step_rad", "max_speed_m_s", "max_angular_speed_rad_s", "max_lead_m",
-                     "max_reach_m", "max_command_dt_s", "monitor_margin_m", "monitor_margin_rad",
+                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "monitor_margin_m", "monitor_margin_rad",
                      "monitor_speed_window_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
@@ -264,13 +266,15 @@ def rotate_towards(rotation: np.ndarray, goal: np.ndarray, max_angle_rad: float)
 
 def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previous_position_m: np.ndarray,
                  previous_rotation: np.ndarray, measured_position_m: np.ndarray, elapsed_s: float,
-                 config: SafetyConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+                 config: SafetyConfig, measured_rotation: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """The command for this control tick: from the previous command towards the goal, no faster than the limits.
 
     goal_* (3,), (3, 3): where the envelope wants the TCP. previous_* : the last command (the measured pose when
     there is none). elapsed_s: controller time since that command (credited up to max_command_dt_s; negative or
     non-finite counts as 0). Returns (position (3,), rotation (3, 3), reasons for every limit that bound).
-    The position also stays within max_lead_m of the measured TCP and inside the box, floor and reach.
+    The position also stays within max_lead_m of the measured TCP and inside the box, floor and reach; the
+    rotation within max_lead_rad of `measured_rotation` (3, 3) when given.
     """
     c = config
     dt = float(elapsed_s) if np.isfinite(elapsed_s) else 0.0
@@ -292,6 +296,12 @@ def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previou
                                      c.max_angular_speed_rad_s * dt)
     if angle > c.max_angular_speed_rad_s * dt:
         reasons.append(f"angular speed: {c.max_angular_speed_rad_s} rad/s over {dt:.4f} s")
+    if measured_rotation is not None:
+        measured_r = np.asarray(measured_rotation, float)
+        held, ahead = rotate_towards(measured_r, rotation, c.max_lead_rad)
+        if ahead > c.max_lead_rad:
+            reasons.append(f"command {ahead:.4f} rad ahead of the arm > max_lead_rad {c.max_lead_rad:.4f} rad")
+            rotation = held
     return position, rotation, tuple(reasons + box)
 
 

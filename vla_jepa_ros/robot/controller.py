@@ -52,6 +52,9 @@ class ControllerConfig:
     home_max_joint_speed_rad_s: tuple[float, ...] = dataclasses.field(
         default=FR3_HOME_MAX_JOINT_SPEED_RAD_S,
         metadata={"help": "joint speed limits of homing and every joint motion the controller starts (7 values, rad/s)"})
+    command_period_s: float = dataclasses.field(
+        default=0.05, metadata={"help": "the speed-limited command is sent to the arm at most this often (s): "
+                                        "replacing franky's motion every tick keeps its planner from settling"})
     min_gripper_toggle_period_s: float = dataclasses.field(
         default=0.5, metadata={"help": "the gripper changes between open and closed at most once per this time (s)"})
     planner_fault_retries: int = dataclasses.field(
@@ -71,6 +74,8 @@ class ControllerConfig:
         if len(self.home_max_joint_speed_rad_s) != 7 or not all(
                 np.isfinite(v) and v > 0 for v in self.home_max_joint_speed_rad_s):
             raise ValueError(f"home_max_joint_speed_rad_s={self.home_max_joint_speed_rad_s} needs 7 values > 0")
+        if not 0 < self.command_period_s <= 0.5:
+            raise ValueError(f"command_period_s={self.command_period_s} must be in (0, 0.5]")
         if not self.min_gripper_toggle_period_s >= 0:
             raise ValueError(f"min_gripper_toggle_period_s={self.min_gripper_toggle_period_s} must be >= 0")
         if self.planner_fault_retries < 0:
@@ -117,6 +122,8 @@ class ArmController:
         self._cmd_p: np.ndarray | None = None  # (3,) the last command sent; None: start from the measured pose
         self._cmd_r: np.ndarray | None = None  # (3, 3)
         self._cmd_s: float | None = None  # caller's clock at the last command decision
+        self._sent_s = -np.inf  # caller's clock when a command last went to the arm
+        self._sent_p: np.ndarray | None = None
         self._homing: _Homing | None = None
         self._home_q_rad = np.array(config.home_q_rad)  # (7,)
         self._stopping = False  # we stopped the running motion: its "preempted" error is expected once
@@ -252,9 +259,14 @@ class ArmController:
         return decision
 
     def _set_goal(self, decision: StepDecision, state: ArmState, now_s: float) -> None:
-        """The envelope turns the step into the goal; a new chunk's deltas apply to the measured pose."""
+        """The envelope turns the step into the goal. A new chunk's first delta applies to the command being sent
+        (the measured pose when none is): chunks replacing each other faster than their steps then still add up to
+        motion at the speed limit, and the command never leads the arm by more than max_lead_m."""
         if decision.new_chunk or self._goal_p is None:
-            base_p, base_r = state.position_m, state.rotation
+            if self._cmd_p is not None:
+                base_p, base_r = self._cmd_p, self._cmd_r
+            else:
+                base_p, base_r = state.position_m, state.rotation
         else:
             base_p, base_r = self._goal_p, self._goal_r
         safe = self.envelope.apply(state.position_m, base_p, base_r, decision.action[:6], decision.step_period_s)
@@ -293,12 +305,16 @@ class ArmController:
         if self._goal_p is None:
             return
         p, r, reasons = limit_motion(self._goal_p, self._goal_r, self._cmd_p, self._cmd_r, state.position_m, elapsed,
-                                     self.envelope.config)
+                                     self.envelope.config, state.rotation)
         if reasons:
             self.report.commands_limited += 1
-        if np.linalg.norm(p - self._cmd_p) < 1e-7 and rotation_angle(r @ self._cmd_r.T) < 1e-7:
-            return  # arrived: nothing new to send
         self._cmd_p, self._cmd_r = p, r
+        if self._sent_p is not None and np.linalg.norm(p - self._sent_p) < 1e-7 \
+                and rotation_angle(r @ self._sent_r.T) < 1e-7:
+            return  # arrived: nothing new to send
+        if now_s - self._sent_s < self.config.command_period_s:
+            return  # the command goes on moving at the speed limit; the arm gets it at the next send
+        self._sent_s, self._sent_p, self._sent_r = now_s, p, r
         self.report.command_position_m = p
         if not self.config.dry_run:
             try:
@@ -311,10 +327,15 @@ class ArmController:
                     self._fault(str(exc))
 
     def _halt(self) -> None:
-        """Freeze the command where it is: the arm stops within its tracking lag, nothing new is sent."""
+        """Stop streaming and stop the arm's running motion where it is now (it may lag the last command)."""
+        streaming = self._sent_p is not None
         self._goal_p = self._goal_r = None
         self._cmd_p = self._cmd_r = None
         self._cmd_s = None
+        self._sent_p = None
+        self._sent_s = -np.inf
+        if streaming:
+            self._stop_arm("halt")
 
     def _inside_envelope(self) -> bool:
         try:
