@@ -30,6 +30,9 @@ SPEED_WINDOW_S = 0.02  # measured speed = displacement over this much simulated 
 SAFETY = SafetyConfig(workspace_min_m=(0.45, -0.12, 0.0), workspace_max_m=(0.62, 0.12, 0.6), table_height_m=0.44,
                       min_height_above_table_m=0.01, max_step_m=0.03, max_step_rad=0.2, max_speed_m_s=0.25,
                       max_angular_speed_rad_s=1.5, max_lead_m=0.05)
+# Loose per-step limits: the speed limit must hold through the elapsed-time limit alone.
+LOOSE = dataclasses.replace(SAFETY, workspace_min_m=(0.3, -0.3, 0.0), workspace_max_m=(0.7, 0.3, 0.6), max_step_m=0.2,
+                            max_lead_m=0.1)
 TCP_OFFSET_M = np.array([0.0, 0.0, 0.1034])  # franky-sim's FR3: TCP along the hand's z axis
 
 
@@ -146,14 +149,14 @@ def test_recorded_tcp_is_the_arm_state_franky_reports(world, arm, recorder):
     assert np.linalg.norm(p[-1] - arm.state().position_m) < 0.002
 
 
-@pytest.mark.parametrize("every_s, period", [(0.02, 0.02), (0.2, 1.0)], ids=["50Hz-chunks", "long-step-period"])
+@pytest.mark.parametrize("every_s, period", [(0.02, 0.1), (0.2, 1.0)], ids=["50Hz-chunks", "long-step-period"])
 def test_no_chunk_stream_makes_the_arm_faster_than_max_speed(world, arm, recorder, every_s, period):
-    """Fresh chunks asking 3 cm per step, replacing each other at 50 Hz (each step 0 runs at once), or declaring
-    1 s steps (bigger steps): the measured TCP never exceeds max_speed_m_s, but it does move."""
-    rig = Rig(world, arm)
+    """Fresh chunks asking 20 cm per step, replacing each other at 50 Hz (each step 0 runs at once), or declaring
+    1 s steps (bigger steps), with loose per-step limits: the measured TCP never exceeds max_speed_m_s, but moves."""
+    rig = Rig(world, arm, safety=LOOSE)
     p0 = rig.pos()
     recorder.start()
-    rig.run(0.8, every_s=every_s, make=lambda: rig.chunk([0.0, 0.03, 0.0, 0, 0, 0], period=period))
+    rig.run(0.8, every_s=every_s, make=lambda: rig.chunk([0.0, 0.2, 0.0, 0, 0, 0], period=period))
     t, p = recorder.stop()
     v = peak_speed(t, p)
     assert v <= SPEED_TOL * SAFETY.max_speed_m_s, f"measured {v:.3f} m/s > {SPEED_TOL} x {SAFETY.max_speed_m_s}"
