@@ -202,20 +202,22 @@ def test_pushes_at_every_face_stay_inside_the_box(world, arm, recorder, delta):
 
 
 def test_a_cancel_mid_motion_halts_the_arm(world, arm, recorder):
-    rig = Rig(world, arm)
-    rig.run(0.5, every_s=0.1, make=lambda: rig.chunk([0.0, -0.03, 0.0, 0, 0, 0], period=0.1))
+    """A 50 Hz stream of chunks declaring 1 s steps, then the task is cancelled: the arm stops within its tracking lag at the speed
+    limit instead of running on to targets up to max_lead_m ahead."""
+    rig = Rig(world, arm, safety=LOOSE)
+    rig.run(0.5, every_s=0.02, make=lambda: rig.chunk([0.0, -0.2, 0.0, 0, 0, 0], period=1.0))
     rig.ctrl.set_task("", world.time_s)  # the task manager cancelled the task
     at_cancel = rig.pos()
     recorder.start()
-    rig.run(1.5)
+    rig.run(1.0)
     _, p = recorder.stop()
     drift = float(np.linalg.norm(p - at_cancel, axis=1).max())
-    assert drift < 0.02, f"the arm went on {drift * 1e3:.0f} mm after the cancel"
-    assert np.linalg.norm(p[-1] - p[-200]) < 0.001, "still moving 1.3 s after the cancel"
+    assert drift < 0.025, f"the arm went on {drift * 1e3:.0f} mm after the cancel"
+    assert np.linalg.norm(p[-1] - p[-200]) < 0.001, "still moving 0.8 s after the cancel"
 
 
 def test_homing_from_a_far_pose_obeys_the_speed_limit(world, arm, recorder):
-    far = np.array([0.45, 0.6, -0.3, -2.3, 0.5, 2.2, -0.4])  # about 0.3 m and 1.2 rad from home
+    far = np.array([0.9, 0.3, 0.3, -1.9, -0.3, 2.0, 1.2])  # TCP about 0.65 m from home
     try:
         arm.poll()
     except ArmError:  # the last test's motion was preempted
@@ -229,7 +231,7 @@ def test_homing_from_a_far_pose_obeys_the_speed_limit(world, arm, recorder):
     t, p = recorder.stop()
     v = peak_speed(t, p)
     assert v <= SPEED_TOL * SAFETY.max_speed_m_s, f"homing moved the TCP at {v:.3f} m/s"
-    assert np.linalg.norm(p[0] - p[-1]) > 0.2, "the test must start far from home"
+    assert np.linalg.norm(p[0] - p[-1]) > 0.5, "the test must start far from home"
 
 
 def test_motion_behind_the_controllers_back_is_a_latched_protective_stop(world, arm, recorder):
