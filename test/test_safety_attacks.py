@@ -141,6 +141,41 @@ class Rig:
         return self.arm.state().position_m
 
 
+def test_a_protective_stop_aborts_the_running_task_with_the_reason(tmp_path):
+    """The real graph (task manager, sim, controller processes): the box's top lies below the home pose, so once
+    homing has brought the arm there the monitor finds it outside; the task ends ABORTED naming the value and the
+    limit, /franka/state reports the fault, and the arm holds. Runs first, before this module's own franky-sim."""
+    from vla_jepa_interfaces.msg import RobotState, TaskStatus
+    from vla_jepa_interfaces.srv import ExecuteTask
+    from vla_jepa_ros.bringup import Bringup
+    from vla_jepa_ros.ros.qos import RELIABLE_QOS
+
+    from .rosutil import RosClient
+
+    host = loopback(101)
+    params = {"sim": {"world": {"robot_host": host, "cameras": ["front"]}},
+              "franka_controller": {"arm": {"robot_host": host}, "safety": {"workspace_max_m": [0.8, 0.45, 0.4]}},
+              "task_manager": {"status_rate_hz": 10.0}}
+    with Bringup("sim", nodes=("task_manager", "sim", "franka_controller"), extra_params=params,
+                 log_dir=tmp_path) as graph:
+        client = RosClient("safety_attacks_test")
+        try:
+            states = client.subscribe("/franka/state", RobotState, RELIABLE_QOS)
+            client.wait_for(lambda: (states and states[-1].mode != RobotState.MODE_DISCONNECTED) or graph.check(),
+                            90, "the controller to connect to franky-sim")
+            res = client.call(ExecuteTask, "/vla/execute_task",
+                              ExecuteTask.Request(instruction="pick up the red cube", timeout_s=60.0), timeout_s=20)
+            assert res.accepted, res.message
+            status = client.wait_status(res.task_id, TaskStatus.ABORTED, timeout_s=120)
+            assert "robot fault: protective stop: measured TCP z=" in status.message, status.message
+            assert "above workspace max 0.4000 m + margin 0.0100 m" in status.message, status.message
+            faults = [m for m in states if m.mode == RobotState.MODE_FAULT and m.task_id == res.task_id]
+            assert faults and faults[0].error.startswith("protective stop: "), faults[:1]
+            graph.check()
+        finally:
+            client.close()
+
+
 def test_recorded_tcp_is_the_arm_state_franky_reports(world, arm, recorder):
     Rig(world, arm)
     recorder.start()
@@ -183,7 +218,7 @@ def test_fast_rotation_requests_are_held_to_max_angular_speed(world, arm, record
             leads.append(float(np.arccos(np.clip((np.trace(rig.ctrl._cmd_r @ r.T) - 1) / 2, -1, 1))))
     (ta, a), (tb, b) = angles[0], angles[-1]
     assert (b - a) / (tb - ta) <= SPEED_TOL * SAFETY.max_angular_speed_rad_s
-    assert b > 0.01, "the tool must turn"
+    assert b > 0.1, "the tool must turn"
     assert max(leads) <= SAFETY.max_lead_rad + 0.03, f"command {max(leads):.3f} rad ahead of the arm"
     assert not rig.ctrl.report.protective_stop, rig.ctrl.report.error
 

@@ -23,7 +23,7 @@ clock since that command (at most max_command_dt_s), and never leads the measure
 How chunks arrive, replace each other or what step period they declare cannot make the command faster.
 
 `StateMonitor` checks the *measured* TCP every tick: box and floor (plus monitor_margin_m), reach, measured speed
-(over monitor_speed_window_s of robot time), tilt and heading (plus monitor_margin_rad). A breach is a protective
+(over monitor_speed_window_s of robot time, on two readings in a row), tilt and heading (plus monitor_margin_rad). A breach is a protective
 stop for the controller, never a clip.
 """
 from __future__ import annotations
@@ -315,10 +315,12 @@ class StateMonitor:
         self._samples: collections.deque = collections.deque()  # (time_s, position (3,), rotation (3, 3))
         self.peak_speed_m_s = 0.0
         self.peak_angular_speed_rad_s = 0.0
+        self._fast = 0  # consecutive readings over a speed limit
 
     def reset(self) -> None:
         """Forget the readings (e.g. after the arm was stopped and a fresh motion starts)."""
         self._samples.clear()
+        self._fast = 0
 
     def speeds(self) -> tuple[float, float] | None:
         """(m/s, rad/s) over the window, or None while the window is not yet filled."""
@@ -351,10 +353,14 @@ class StateMonitor:
             v, w = speeds
             self.peak_speed_m_s = max(self.peak_speed_m_s, v)
             self.peak_angular_speed_rad_s = max(self.peak_angular_speed_rad_s, w)
-            if v > c.monitor_max_speed_m_s:
+            # a single reading over the limit can be a glitch of the reading; a real jump stays in the window
+            self._fast = self._fast + 1 if (v > c.monitor_max_speed_m_s or w > c.monitor_max_angular_speed_rad_s) else 0
+            if self._fast < 2:
+                pass
+            elif v > c.monitor_max_speed_m_s:
                 return (f"measured TCP speed {v:.3f} m/s > {c.monitor_max_speed_m_s:.3f} m/s (monitor_speed_factor "
                         f"{c.monitor_speed_factor} x max_speed_m_s {c.max_speed_m_s})")
-            if w > c.monitor_max_angular_speed_rad_s:
+            elif w > c.monitor_max_angular_speed_rad_s:
                 return (f"measured TCP rotation speed {w:.3f} rad/s > {c.monitor_max_angular_speed_rad_s:.3f} rad/s "
                         f"(monitor_speed_factor {c.monitor_speed_factor} x max_angular_speed_rad_s "
                         f"{c.max_angular_speed_rad_s})")
