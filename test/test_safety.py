@@ -228,7 +228,7 @@ def test_monitor_passes_motion_at_the_limit_and_stops_a_jump():
     assert _watch(StateMonitor(CFG), line) is None
     glitch = [P0] * 40 + [P0 + [0.2, 0, 0]] + [P0] * 40  # one wrong speed reading (inside the box): not a breach
     assert StateMonitor(CFG).check(P0, DOWN, 0.0) is None and _watch(StateMonitor(CFG), glitch) is None
-    jump = [P0] * 40 + [P0 + [0.4, 0, 0]] * 3  # a 0.4 m jump between two readings (also leaves the box)
+    jump = [P0] * 40 + [P0 + [0.25, 0, 0]] * 3  # a 0.25 m jump between two readings
     why = _watch(StateMonitor(CFG), jump)
     assert why.startswith("measured TCP speed") and "> 0.400 m/s (monitor_speed_factor 1.6 x max_speed_m_s 0.25)" in why
 
