@@ -194,6 +194,7 @@ def test_no_chunk_stream_makes_the_arm_faster_than_max_speed(world, arm, recorde
     rig.run(0.8, every_s=every_s, make=lambda: rig.chunk([0.0, 0.2, 0.0, 0, 0, 0], period=period))
     t, p = recorder.stop()
     v = peak_speed(t, p)
+    print(f"\nchunks every {every_s} s declaring {period} s steps: peak measured speed {v:.3f} m/s")
     assert v <= SPEED_TOL * SAFETY.max_speed_m_s, f"measured {v:.3f} m/s > {SPEED_TOL} x {SAFETY.max_speed_m_s}"
     assert np.linalg.norm(rig.pos() - p0) > 0.05
     assert not rig.ctrl.report.protective_stop, rig.ctrl.report.error
@@ -231,6 +232,7 @@ def test_pushes_at_every_face_stay_inside_the_box(world, arm, recorder, delta):
     rig.run(1.2, every_s=0.02, make=lambda: rig.chunk([*delta, 0, 0, 0], period=0.02))
     rig.run(0.3)
     t, p = recorder.stop()
+    print(f"\npush {delta}: {box_excess(p) * 1e3:.1f} mm outside the box at most, peak {peak_speed(t, p):.3f} m/s")
     assert box_excess(p) <= BOX_TOL_M, f"measured TCP {box_excess(p) * 1e3:.1f} mm outside the box"
     assert peak_speed(t, p) <= SPEED_TOL * SAFETY.max_speed_m_s
     assert not rig.ctrl.report.protective_stop, rig.ctrl.report.error
@@ -247,6 +249,7 @@ def test_a_cancel_mid_motion_halts_the_arm(world, arm, recorder):
     rig.run(1.0)
     _, p = recorder.stop()
     drift = float(np.linalg.norm(p - at_cancel, axis=1).max())
+    print(f"\ndrift after the cancel: {drift * 1e3:.1f} mm")
     assert drift < 0.025, f"the arm went on {drift * 1e3:.0f} mm after the cancel"
     assert np.linalg.norm(p[-1] - p[-200]) < 0.001, "still moving 0.8 s after the cancel"
 
@@ -265,6 +268,7 @@ def test_homing_from_a_far_pose_obeys_the_speed_limit(world, arm, recorder):
                                                      workspace_max_m=(0.8, 0.45, 0.65)))
     t, p = recorder.stop()
     v = peak_speed(t, p)
+    print(f"\nhoming {np.linalg.norm(p[0] - p[-1]):.3f} m: peak measured speed {v:.3f} m/s")
     assert v <= SPEED_TOL * SAFETY.max_speed_m_s, f"homing moved the TCP at {v:.3f} m/s"
     assert np.linalg.norm(p[0] - p[-1]) > 0.5, "the test must start far from home"
 

@@ -18,7 +18,8 @@ real FR3 it sits in front of the robot's own reflexes. Three layers (docs/safety
      the range may move back towards it but not further out.
 
 `limit_motion` turns the goal into the *command* sent at each control tick: it moves from the previous command
-towards the goal by at most max_speed_m_s and max_angular_speed_rad_s times the time elapsed on the controller's
+towards the goal by at most max_speed_m_s (less within max_speed_m_s * approach_time_s of the goal) and
+max_angular_speed_rad_s times the time elapsed on the controller's
 clock since that command (at most max_command_dt_s), and never leads the measured TCP by more than max_lead_m.
 How chunks arrive, replace each other or what step period they declare cannot make the command faster.
 
@@ -68,6 +69,9 @@ class SafetyConfig:
     max_command_dt_s: float = dataclasses.field(
         default=0.05, metadata={"help": "most controller time one command may be credited with (s): after a stalled "
                                         "control loop the command still moves by at most max_speed_m_s * this"})
+    approach_time_s: float = dataclasses.field(
+        default=0.1, metadata={"help": "near its goal the command slows to distance / this (s): the arm eases onto a "
+                                       "goal (a box face) instead of arriving at full speed and overshooting"})
     monitor_margin_m: float = dataclasses.field(
         default=0.01, metadata={"help": "measured TCP this far outside the box, floor or reach is a protective stop (m)"})
     monitor_speed_factor: float = dataclasses.field(
@@ -92,7 +96,7 @@ class SafetyConfig:
             raise ValueError(f"table floor {floor} m (table_height_m + min_height_above_table_m) must be below "
                              f"workspace_max_m z={hi[2]}")
         for name in ("max_step_m", "max_step_rad", "max_speed_m_s", "max_angular_speed_rad_s", "max_lead_m",
-                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "monitor_margin_m", "monitor_margin_rad",
+                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "approach_time_s", "monitor_margin_m", "monitor_margin_rad",
                      "monitor_speed_window_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
@@ -281,8 +285,10 @@ def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previou
     dt = min(max(dt, 0.0), c.max_command_dt_s)
     prev_p = np.asarray(previous_position_m, float)
     reasons = []
-    move, scaled = clip_norm(np.asarray(goal_position_m, float) - prev_p, c.max_speed_m_s * dt)
-    if scaled:
+    to_goal = np.asarray(goal_position_m, float) - prev_p
+    speed = min(c.max_speed_m_s, float(np.linalg.norm(to_goal)) / c.approach_time_s)
+    move, scaled = clip_norm(to_goal, speed * dt)
+    if scaled and speed >= c.max_speed_m_s:
         reasons.append(f"speed: {c.max_speed_m_s} m/s over {dt:.4f} s")
     position = prev_p + move
     measured = np.asarray(measured_position_m, float)
