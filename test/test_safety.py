@@ -198,6 +198,15 @@ def test_command_rotation_is_limited_by_elapsed_time():
     assert any("angular speed" in x for x in reasons)
 
 
+def test_command_eases_onto_a_box_face():
+    near = np.array([0.79, 0.0, 0.3])  # 1 cm below the x max face 0.8
+    p, _, _ = limit_motion(np.array([0.8, 0.0, 0.3]), DOWN, near, DOWN, near, 0.01, CFG)
+    assert p[0] - near[0] == pytest.approx(0.01 / CFG.approach_time_s * 0.01)  # 1 mm, not 2.5 mm
+    far = np.array([0.5, 0.0, 0.3])  # away from every face: full speed
+    p, _, _ = limit_motion(far + [0.1, 0, 0], DOWN, far, DOWN, far, 0.01, CFG)
+    assert p[0] - far[0] == pytest.approx(CFG.max_speed_m_s * 0.01)
+
+
 def test_command_never_leads_the_measured_arm_by_more_than_max_lead():
     measured = P0 - [0.1, 0, 0]  # the arm is held back (an obstacle) while the command would go on
     p, _, reasons = limit_motion(P0 + [0.01, 0, 0], DOWN, P0, DOWN, measured, 0.01, CFG)

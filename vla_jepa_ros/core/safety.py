@@ -18,7 +18,7 @@ real FR3 it sits in front of the robot's own reflexes. Three layers (docs/safety
      the range may move back towards it but not further out.
 
 `limit_motion` turns the goal into the *command* sent at each control tick: it moves from the previous command
-towards the goal by at most max_speed_m_s (less within max_speed_m_s * approach_time_s of the goal) and
+towards the goal by at most max_speed_m_s (less within max_speed_m_s * approach_time_s of a box face or the floor) and
 max_angular_speed_rad_s times the time elapsed on the controller's
 clock since that command (at most max_command_dt_s), and never leads the measured TCP by more than max_lead_m.
 How chunks arrive, replace each other or what step period they declare cannot make the command faster.
@@ -70,8 +70,8 @@ class SafetyConfig:
         default=0.05, metadata={"help": "most controller time one command may be credited with (s): after a stalled "
                                         "control loop the command still moves by at most max_speed_m_s * this"})
     approach_time_s: float = dataclasses.field(
-        default=0.1, metadata={"help": "near its goal the command slows to distance / this (s): the arm eases onto a "
-                                       "goal (a box face) instead of arriving at full speed and overshooting"})
+        default=0.1, metadata={"help": "moving towards a box face or the floor, the command slows to the distance left "
+                                       "/ this (s): the arm eases onto the face instead of overshooting it"})
     monitor_margin_m: float = dataclasses.field(
         default=0.01, metadata={"help": "measured TCP this far outside the box, floor or reach is a protective stop (m)"})
     monitor_speed_factor: float = dataclasses.field(
@@ -268,6 +268,26 @@ def rotate_towards(rotation: np.ndarray, goal: np.ndarray, max_angle_rad: float)
     return rotvec_to_matrix(turn * (max_angle_rad / angle)) @ rotation, angle
 
 
+def distance_to_boundary_m(position_m: np.ndarray, direction: np.ndarray, config: SafetyConfig) -> float:
+    """Distance (m) from `position_m` (3,) along `direction` (3,) to the first face of the box or the floor
+    (inf when the direction is zero)."""
+    n = float(np.linalg.norm(direction))
+    if n < 1e-12:
+        return np.inf
+    u = np.asarray(direction, float) / n
+    lo = np.array(config.workspace_min_m, float)
+    lo[2] = config.floor_z_m
+    hi = np.asarray(config.workspace_max_m, float)
+    p = np.asarray(position_m, float)
+    out = np.inf
+    for i in range(3):
+        if u[i] > 1e-12:
+            out = min(out, max(hi[i] - p[i], 0.0) / u[i])
+        elif u[i] < -1e-12:
+            out = min(out, max(p[i] - lo[i], 0.0) / -u[i])
+    return out
+
+
 def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previous_position_m: np.ndarray,
                  previous_rotation: np.ndarray, measured_position_m: np.ndarray, elapsed_s: float,
                  config: SafetyConfig, measured_rotation: np.ndarray | None = None
@@ -286,7 +306,7 @@ def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previou
     prev_p = np.asarray(previous_position_m, float)
     reasons = []
     to_goal = np.asarray(goal_position_m, float) - prev_p
-    speed = min(c.max_speed_m_s, float(np.linalg.norm(to_goal)) / c.approach_time_s)
+    speed = min(c.max_speed_m_s, distance_to_boundary_m(prev_p, to_goal, c) / c.approach_time_s)
     move, scaled = clip_norm(to_goal, speed * dt)
     if scaled and speed >= c.max_speed_m_s:
         reasons.append(f"speed: {c.max_speed_m_s} m/s over {dt:.4f} s")
