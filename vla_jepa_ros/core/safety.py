@@ -24,8 +24,8 @@ clock since that command (at most max_command_dt_s), and never leads the measure
 How chunks arrive, replace each other or what step period they declare cannot make the command faster.
 
 `StateMonitor` checks the *measured* TCP every tick: box and floor (plus monitor_margin_m), reach, measured speed
-(over monitor_speed_window_s of robot time, on two readings in a row), tilt and heading (plus monitor_margin_rad). A breach is a protective
-stop for the controller, never a clip.
+(over monitor_speed_window_s of robot time, on two readings in a row), tilt and heading (plus
+monitor_margin_rad). A breach is a protective stop for the controller, never a clip.
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ class SafetyConfig:
         default=0.1, metadata={"help": "moving towards a box face or the floor, the command slows to the distance left "
                                        "/ this (s): the arm eases onto the face instead of overshooting it"})
     monitor_margin_m: float = dataclasses.field(
-        default=0.01, metadata={"help": "measured TCP this far outside the box, floor or reach is a protective stop (m)"})
+        default=0.01,
+        metadata={"help": "measured TCP this far outside the box, floor or reach is a protective stop (m)"})
     monitor_speed_factor: float = dataclasses.field(
         default=1.6, metadata={"help": "measured TCP speed above this times max_speed_m_s, or rotation speed above "
                                        "this times max_angular_speed_rad_s, is a protective stop (>= 1)"})
@@ -96,7 +97,8 @@ class SafetyConfig:
             raise ValueError(f"table floor {floor} m (table_height_m + min_height_above_table_m) must be below "
                              f"workspace_max_m z={hi[2]}")
         for name in ("max_step_m", "max_step_rad", "max_speed_m_s", "max_angular_speed_rad_s", "max_lead_m",
-                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "approach_time_s", "monitor_margin_m", "monitor_margin_rad",
+                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "approach_time_s", "monitor_margin_m",
+                     "monitor_margin_rad",
                      "monitor_speed_window_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):

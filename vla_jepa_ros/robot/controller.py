@@ -51,7 +51,7 @@ class ControllerConfig:
         default=0.5, metadata={"help": "gripper action >= threshold opens, below closes"})
     home_max_joint_speed_rad_s: tuple[float, ...] = dataclasses.field(
         default=FR3_HOME_MAX_JOINT_SPEED_RAD_S,
-        metadata={"help": "joint speed limits of homing and every joint motion the controller starts (7 values, rad/s)"})
+        metadata={"help": "joint speed limits of homing and of every joint motion the controller starts (rad/s, 7)"})
     command_period_s: float = dataclasses.field(
         default=0.05, metadata={"help": "the speed-limited command is sent to the arm at most this often (s): "
                                         "replacing franky's motion every tick keeps its planner from settling"})
