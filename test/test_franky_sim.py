@@ -250,7 +250,9 @@ def test_homing_runs_in_ticks_and_the_estop_cancels_it(world, arm):
     assert rig.ctrl.report.mode is Mode.HOLDING and not rig.ctrl.report.fault
     p_home = rig.pos()
     rig.run(0.5)
-    assert np.linalg.norm(rig.pos() - p_home) < HOLD_TOL_M, "the chunk from before the end of homing must not run"
+    # the arm still settles onto home (homing ends within home_tolerance_rad of the joints), but the chunk's 3 cm
+    # step must not run
+    assert np.linalg.norm(rig.pos() - p_home) < 0.01, "the chunk from before the end of homing must not run"
 
 
 def test_a_homing_that_times_out_faults_and_the_next_task_starts_without_that_fault(world, arm):

@@ -155,3 +155,115 @@ def test_rpy_is_extrinsic_xyz():
     # A quaternion for 90 degrees about z, (x, y, z, w) order.
     np.testing.assert_allclose(g.matrix_to_quat(g.rpy_to_matrix([0, 0, np.pi / 2])),
                                [0, 0, np.sqrt(0.5), np.sqrt(0.5)], atol=1e-12)
+
+
+# ---------------------------------------------------------------- time-aware command limit and state monitor
+from vla_jepa_ros.core.safety import StateMonitor, limit_motion, workspace_breach  # noqa: E402
+
+
+def _stream(goals, times, cfg=CFG, start=P0):
+    """Feed goals at the given controller times through limit_motion, the arm following exactly; returns the
+    commanded positions (N, 3)."""
+    p, r, t_prev, out = start.copy(), DOWN, times[0], []
+    for goal, t in zip(goals, times):
+        p, r, _ = limit_motion(goal, DOWN, p, r, p, t - t_prev, cfg)
+        t_prev = t
+        out.append(p)
+    return np.array(out)
+
+
+def test_command_speed_follows_elapsed_time_however_goals_arrive():
+    """Goals 3 cm ahead every 20 ms (a 50 Hz policy, or chunks replacing each other): the command still moves at
+    max_speed_m_s of controller time, whatever step period the chunks declared."""
+    times = np.arange(0.0, 1.0, 0.02)
+    goals = [P0 + [0.03 * (k + 1), 0, 0] for k in range(len(times))]
+    cmd = _stream(goals, times)
+    speed = np.linalg.norm(np.diff(cmd, axis=0), axis=1) / 0.02
+    assert speed.max() == pytest.approx(CFG.max_speed_m_s)
+    assert np.linalg.norm(cmd[-1] - P0) == pytest.approx(CFG.max_speed_m_s * (times[-1] - times[0]))
+
+
+def test_a_long_gap_between_commands_is_credited_at_most_max_command_dt_s():
+    p, _, reasons = limit_motion(P0 + [0.04, 0, 0], DOWN, P0, DOWN, P0, 5.0, CFG)  # the loop stalled 5 s
+    assert np.linalg.norm(p - P0) == pytest.approx(CFG.max_speed_m_s * CFG.max_command_dt_s)
+    assert reasons and "speed" in reasons[0]
+    p, _, _ = limit_motion(P0 + [0.04, 0, 0], DOWN, P0, DOWN, P0, -1.0, CFG)  # a clock that ran backwards
+    np.testing.assert_allclose(p, P0)
+
+
+def test_command_rotation_is_limited_by_elapsed_time():
+    goal = g.rpy_to_matrix([0.0, 0.0, 1.0]) @ DOWN
+    _, r, reasons = limit_motion(P0, goal, P0, DOWN, P0, 0.01, CFG)
+    assert g.rotation_angle(r @ DOWN.T) == pytest.approx(CFG.max_angular_speed_rad_s * 0.01)
+    assert any("angular speed" in x for x in reasons)
+
+
+def test_command_eases_onto_a_box_face():
+    near = np.array([0.79, 0.0, 0.3])  # 1 cm below the x max face 0.8
+    p, _, _ = limit_motion(np.array([0.8, 0.0, 0.3]), DOWN, near, DOWN, near, 0.01, CFG)
+    assert p[0] - near[0] == pytest.approx(0.01 / CFG.approach_time_s * 0.01)  # 1 mm, not 2.5 mm
+    far = np.array([0.5, 0.0, 0.3])  # away from every face: full speed
+    p, _, _ = limit_motion(far + [0.1, 0, 0], DOWN, far, DOWN, far, 0.01, CFG)
+    assert p[0] - far[0] == pytest.approx(CFG.max_speed_m_s * 0.01)
+
+
+def test_command_never_leads_the_measured_arm_by_more_than_max_lead():
+    measured = P0 - [0.1, 0, 0]  # the arm is held back (an obstacle) while the command would go on
+    p, _, reasons = limit_motion(P0 + [0.01, 0, 0], DOWN, P0, DOWN, measured, 0.01, CFG)
+    assert np.linalg.norm(p - measured) == pytest.approx(CFG.max_lead_m)
+    assert any("max_lead_m" in x for x in reasons)
+
+
+def test_targets_beyond_the_reach_are_pulled_in():
+    cfg = SafetyConfig(workspace_min_m=(0.2, -0.6, 0.0), workspace_max_m=(0.9, 0.6, 0.6), max_reach_m=0.75)
+    out = apply([0.03, 0.0, 0, 0, 0, 0], p=np.array([0.74, 0.1, 0.3]), cfg=cfg)
+    assert np.hypot(*out.position_m[:2]) == pytest.approx(0.75)
+    assert any("max_reach_m" in x for x in out.reasons)
+    assert workspace_breach([0.8, 0.0, 0.3], cfg, 0.01).startswith("reach 0.8000 m beyond max_reach_m 0.7500 m")
+    with pytest.raises(ValueError, match="max_reach_m=0.1 leaves no part"):
+        SafetyConfig(max_reach_m=0.1)
+
+
+def _watch(monitor, positions, dt=0.001, r=DOWN, t0=0.0):
+    for k, p in enumerate(positions):
+        why = monitor.check(np.asarray(p, float), r, t0 + k * dt)
+        if why:
+            return why
+    return None
+
+
+def test_monitor_passes_motion_at_the_limit_and_stops_a_jump():
+    line = [P0 + [CFG.max_speed_m_s * 0.001 * k, 0, 0] for k in range(300)]
+    assert _watch(StateMonitor(CFG), line) is None
+    glitch = [P0] * 40 + [P0 + [0.2, 0, 0]] + [P0] * 40  # one wrong speed reading (inside the box): not a breach
+    assert StateMonitor(CFG).check(P0, DOWN, 0.0) is None and _watch(StateMonitor(CFG), glitch) is None
+    jump = [P0] * 40 + [P0 + [0.25, 0, 0]] * 3  # a 0.25 m jump between two readings
+    why = _watch(StateMonitor(CFG), jump)
+    assert why.startswith("measured TCP speed") and "> 0.400 m/s (monitor_speed_factor 1.6 x max_speed_m_s 0.25)" in why
+
+
+@pytest.mark.parametrize("axis, value, words", [(0, 0.82, "x=0.8200 m above workspace max 0.8000 m + margin"),
+                                                (1, -0.415, "y=-0.4150 m below workspace min -0.4000 m - margin"),
+                                                (2, -0.001, "z=-0.0010 m below table floor 0.0100 m - margin")])
+def test_monitor_stops_outside_box_and_floor_plus_margin(axis, value, words):
+    p = P0.copy()
+    p[axis] = value
+    m = StateMonitor(CFG)
+    assert m.check(P0, DOWN, 0.0) is None
+    why = m.check(p, DOWN, 10.0)
+    assert why is not None and words in why
+    inside = p.copy()  # 9 mm outside the face is within the 10 mm margin
+    inside[axis] += 0.011 if value < P0[axis] else -0.011
+    assert StateMonitor(CFG).check(inside, DOWN, 0.0) is None
+
+
+def test_monitor_checks_tilt_and_heading_with_a_margin():
+    cfg = SafetyConfig(max_tilt_rad=0.5, yaw_range_rad=(-1.75, 1.75), monitor_margin_rad=0.1)
+    assert StateMonitor(cfg).check(P0, g.rpy_to_matrix([0.0, 0.55, 0.0]) @ DOWN, 0.0) is None
+    why = StateMonitor(cfg).check(P0, g.rpy_to_matrix([0.0, 0.65, 0.0]) @ DOWN, 0.0)
+    assert why.startswith("measured tool tilt 0.650 rad > max_tilt_rad 0.500 rad + margin 0.100 rad")
+    why = StateMonitor(cfg).check(P0, g.rpy_to_matrix([0.0, 0.0, -1.9]) @ DOWN, 0.0)
+    assert "heading -1.900 rad outside yaw_range_rad" in why
+    assert StateMonitor(cfg).check(P0, g.rpy_to_matrix([0.0, 0.0, -1.8]) @ DOWN, 0.0) is None
+    homing = StateMonitor(cfg)  # homing: only speed counts (it brings the arm back from wherever it was left)
+    assert homing.check(P0 + [1.0, 0, 0], DOWN, 0.0, homing=True) is None

@@ -80,6 +80,7 @@ class StepDecision:
     reason: str = ""
     new_chunk: bool = False  # the first step of a newly accepted chunk
     chunk_stamp_s: float = 0.0
+    halt: bool = False  # stop where the arm is now (no task, e-stop, watchdog); else finish the last step
 
 
 def validate_chunk(chunk: ActionChunk, config: ExecutorConfig) -> str | None:
@@ -188,16 +189,16 @@ class ChunkExecutor:
     def step(self, now_s: float) -> StepDecision:
         """The action due now (at most one per call), or a hold with the reason."""
         if self.estop:
-            return StepDecision(Mode.ESTOP, reason="e-stop engaged")
+            return StepDecision(Mode.ESTOP, reason="e-stop engaged", halt=True)
         if not self.task_id:
-            return StepDecision(Mode.IDLE, reason="no task running")
+            return StepDecision(Mode.IDLE, reason="no task running", halt=True)
         if self._last_fresh_s is not None and now_s - self._last_fresh_s > self.config.chunk_timeout_s:
             self._chunk = None
             return StepDecision(Mode.HOLDING, reason=f"no fresh chunk for {now_s - self._last_fresh_s:.2f} s "
-                                                     f"> chunk_timeout_s {self.config.chunk_timeout_s} s")
+                                                     f"> chunk_timeout_s {self.config.chunk_timeout_s} s", halt=True)
         chunk = self._chunk
         if chunk is None:
-            return StepDecision(Mode.HOLDING, reason="waiting for a chunk")
+            return StepDecision(Mode.HOLDING, reason="waiting for a chunk", halt=True)
         if self._next_index >= chunk.horizon:
             return StepDecision(Mode.HOLDING, reason="chunk finished; waiting for the next one")
         due_s = self._received_s + self._next_index * chunk.step_period_s

@@ -1,11 +1,14 @@
-"""The safety envelope: pure functions that turn a requested delta end-effector step into the target
-actually sent, and say what was clipped and why.
+"""The safety envelope and the measured-state monitor: pure code that turns a requested delta end-effector
+step into a goal, the goal into the command actually sent each control tick, and watches the measured arm.
 
-franky-sim simulates no reflexes, joint limits or errors, so in simulation this envelope is the only guard;
-on a real FR3 it sits in front of the robot's own reflexes. Order of the checks (each may clip):
+franky-sim simulates no reflexes, joint limits or errors, so in simulation this code is the only guard; on a
+real FR3 it sits in front of the robot's own reflexes. Three layers (docs/safety.md says what each guarantees):
+
+`SafetyEnvelope.apply` turns one chunk step into a *goal*. Order of the checks (each may clip):
   1. translation step length  <= min(max_step_m, max_speed_m_s * step_period_s)
   2. rotation step angle       <= min(max_step_rad, max_angular_speed_rad_s * step_period_s)
-  3. target inside the workspace box, and z >= table_height_m + min_height_above_table_m
+  3. target inside the workspace box, z >= table_height_m + min_height_above_table_m, and within max_reach_m
+     of the base's vertical axis (farther, the FR3 cannot hold the tool pointing down)
   4. target within max_lead_m of the *measured* position (the command can never run far ahead of the arm)
   5. tool axis within max_tilt_rad of pointing straight down (when max_tilt_rad < pi)
   6. tool heading (the yaw of its x axis about the vertical) inside yaw_range_rad (when narrower than the circle).
@@ -13,9 +16,20 @@ on a real FR3 it sits in front of the robot's own reflexes. Order of the checks 
      -128 deg (a real FR3 stops there with a joint-limit reflex; franky-sim just stalls the wrist). A learned policy
      that keeps turning one way winds it into the limit; the range stops the turn first. A target already outside
      the range may move back towards it but not further out.
+
+`limit_motion` turns the goal into the *command* sent at each control tick: it moves from the previous command
+towards the goal by at most max_speed_m_s (less within max_speed_m_s * approach_time_s of a box face or the floor) and
+max_angular_speed_rad_s times the time elapsed on the controller's
+clock since that command (at most max_command_dt_s), and never leads the measured TCP by more than max_lead_m.
+How chunks arrive, replace each other or what step period they declare cannot make the command faster.
+
+`StateMonitor` checks the *measured* TCP every tick: box and floor (plus monitor_margin_m), reach, measured speed
+(over monitor_speed_window_s of robot time, on two readings in a row), tilt and heading (plus
+monitor_margin_rad). A breach is a protective stop for the controller, never a clip.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -42,11 +56,33 @@ class SafetyConfig:
         default=1.5, metadata={"help": "largest rotation speed: step angle / step_period_s (rad/s)"})
     max_lead_m: float = dataclasses.field(
         default=0.05, metadata={"help": "largest distance between a target and the measured position (m)"})
+    max_lead_rad: float = dataclasses.field(
+        default=0.3, metadata={"help": "largest angle between the commanded and the measured orientation (rad)"})
     max_tilt_rad: float = dataclasses.field(
         default=np.pi, metadata={"help": "largest angle between the tool axis and straight down (rad; pi = off)"})
     yaw_range_rad: tuple[float, ...] = dataclasses.field(
         default=(-np.pi, np.pi), metadata={"help": "allowed tool heading: yaw of the tool x axis about the vertical, "
                                                    "min and max in [-pi, pi] (rad; [-pi, pi] = off)"})
+    max_reach_m: float = dataclasses.field(
+        default=0.8, metadata={"help": "largest horizontal distance of the TCP from the base's vertical axis (m); "
+                                       "targets beyond are pulled in (the FR3 cannot reach them with the tool down)"})
+    max_command_dt_s: float = dataclasses.field(
+        default=0.05, metadata={"help": "most controller time one command may be credited with (s): after a stalled "
+                                        "control loop the command still moves by at most max_speed_m_s * this"})
+    approach_time_s: float = dataclasses.field(
+        default=0.1, metadata={"help": "moving towards a box face or the floor, the command slows to the distance left "
+                                       "/ this (s): the arm eases onto the face instead of overshooting it"})
+    monitor_margin_m: float = dataclasses.field(
+        default=0.01,
+        metadata={"help": "measured TCP this far outside the box, floor or reach is a protective stop (m)"})
+    monitor_speed_factor: float = dataclasses.field(
+        default=1.6, metadata={"help": "measured TCP speed above this times max_speed_m_s, or rotation speed above "
+                                       "this times max_angular_speed_rad_s, is a protective stop (>= 1)"})
+    monitor_margin_rad: float = dataclasses.field(
+        default=0.15, metadata={"help": "measured tilt or heading this far beyond max_tilt_rad / yaw_range_rad is a "
+                                        "protective stop (rad)"})
+    monitor_speed_window_s: float = dataclasses.field(
+        default=0.03, metadata={"help": "measured speed is the displacement over at least this much robot time (s)"})
 
     def __post_init__(self) -> None:
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
@@ -60,7 +96,10 @@ class SafetyConfig:
         if not floor < hi[2]:
             raise ValueError(f"table floor {floor} m (table_height_m + min_height_above_table_m) must be below "
                              f"workspace_max_m z={hi[2]}")
-        for name in ("max_step_m", "max_step_rad", "max_speed_m_s", "max_angular_speed_rad_s", "max_lead_m"):
+        for name in ("max_step_m", "max_step_rad", "max_speed_m_s", "max_angular_speed_rad_s", "max_lead_m",
+                     "max_lead_rad", "max_reach_m", "max_command_dt_s", "approach_time_s", "monitor_margin_m",
+                     "monitor_margin_rad",
+                     "monitor_speed_window_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value} must be a finite number > 0")
@@ -71,6 +110,19 @@ class SafetyConfig:
             raise ValueError(f"yaw_range_rad={self.yaw_range_rad} must be [min, max] with -pi <= min < max <= pi")
         if self.min_height_above_table_m < 0:
             raise ValueError(f"min_height_above_table_m={self.min_height_above_table_m} must be >= 0")
+        if not (np.isfinite(self.monitor_speed_factor) and self.monitor_speed_factor >= 1):
+            raise ValueError(f"monitor_speed_factor={self.monitor_speed_factor} must be a finite number >= 1")
+        if not np.hypot(*np.clip(0.0, lo[:2], hi[:2])) < self.max_reach_m:  # the box point nearest the axis
+            raise ValueError(f"max_reach_m={self.max_reach_m} leaves no part of the workspace box "
+                             f"{self.workspace_min_m}..{self.workspace_max_m} reachable")
+
+    @property
+    def monitor_max_speed_m_s(self) -> float:
+        return self.monitor_speed_factor * self.max_speed_m_s
+
+    @property
+    def monitor_max_angular_speed_rad_s(self) -> float:
+        return self.monitor_speed_factor * self.max_angular_speed_rad_s
 
     @property
     def floor_z_m(self) -> float:
@@ -101,16 +153,35 @@ def clip_norm(v: np.ndarray, limit: float) -> tuple[np.ndarray, bool]:
     return v * (limit / n), True
 
 
-def within_workspace(position_m: np.ndarray, config: SafetyConfig) -> bool:
-    """Whether a TCP position lies in the workspace box and above the table floor."""
+def within_workspace(position_m: np.ndarray, config: SafetyConfig, margin_m: float = 0.0) -> bool:
+    """Whether a TCP position lies in the workspace box, above the table floor and within max_reach_m of the
+    base axis, each widened by `margin_m`."""
+    return workspace_breach(position_m, config, margin_m) is None
+
+
+def workspace_breach(position_m: np.ndarray, config: SafetyConfig, margin_m: float = 0.0) -> str | None:
+    """How a TCP position lies outside the box / floor / reach widened by `margin_m` (value and limit), or None."""
     p = np.asarray(position_m, float)
     lo = np.array(config.workspace_min_m, float)
     lo[2] = config.floor_z_m
-    return bool(np.all(p >= lo - 1e-9) and np.all(p <= np.asarray(config.workspace_max_m) + 1e-9))
+    hi = np.asarray(config.workspace_max_m, float)
+    tol = margin_m + 1e-9
+    for i, axis in enumerate("xyz"):
+        if p[i] < lo[i] - tol:
+            what = "table floor" if i == 2 and config.floor_z_m > config.workspace_min_m[2] else "workspace min"
+            return f"{axis}={p[i]:.4f} m below {what} {lo[i]:.4f} m - margin {margin_m:.4f} m"
+        if p[i] > hi[i] + tol:
+            return f"{axis}={p[i]:.4f} m above workspace max {hi[i]:.4f} m + margin {margin_m:.4f} m"
+    reach = float(np.hypot(p[0], p[1]))
+    if reach > config.max_reach_m + tol:
+        return f"reach {reach:.4f} m beyond max_reach_m {config.max_reach_m:.4f} m + margin {margin_m:.4f} m"
+    return None
 
 
 def clamp_to_workspace(position_m: np.ndarray, config: SafetyConfig) -> tuple[np.ndarray, list[str]]:
-    """Clamp a position into the box and above the table floor; returns (position, reasons)."""
+    """Clamp a position into the box, above the table floor and within max_reach_m of the base's vertical axis
+    (pulled in horizontally); returns (position, reasons). Box and reach cylinder are convex, so a straight move
+    between two clamped positions stays inside both."""
     p = np.asarray(position_m, float).copy()
     lo = np.array(config.workspace_min_m, float)
     hi = np.array(config.workspace_max_m, float)
@@ -126,6 +197,11 @@ def clamp_to_workspace(position_m: np.ndarray, config: SafetyConfig) -> tuple[np
     if p[2] < floor:
         reasons.append(f"z={p[2]:.3f} m below table floor {floor:.3f} m")
         p[2] = floor
+    reach = float(np.hypot(p[0], p[1]))
+    if reach > config.max_reach_m:
+        reasons.append(f"reach {reach:.3f} m beyond max_reach_m {config.max_reach_m:.3f} m")
+        p[:2] *= config.max_reach_m / reach
+        p[:2] = np.clip(p[:2], lo[:2], hi[:2])  # pulling in may leave the box on an axis: back onto its face
     return p, reasons
 
 
@@ -177,6 +253,162 @@ def limit_heading(rotation: np.ndarray, base_rotation: np.ndarray, yaw_range_rad
     turn = (goal - heading + np.pi) % (2 * np.pi) - np.pi
     return (rotvec_to_matrix(np.array([0.0, 0.0, turn])) @ rotation,
             f"tool heading {heading:.3f} rad outside yaw_range_rad [{lo:.3f}, {hi:.3f}]")
+
+
+def tilt_rad(rotation: np.ndarray) -> float:
+    """Angle between the tool z axis and straight down (rad)."""
+    return float(np.arccos(np.clip(-rotation[2, 2], -1.0, 1.0)))
+
+
+def rotate_towards(rotation: np.ndarray, goal: np.ndarray, max_angle_rad: float) -> tuple[np.ndarray, float]:
+    """Turn `rotation` (3, 3) towards `goal` (3, 3) about their shortest axis by at most `max_angle_rad`;
+    returns (rotation, the angle that was left between them before turning)."""
+    turn = matrix_to_rotvec(goal @ rotation.T)
+    angle = float(np.linalg.norm(turn))
+    if angle <= max_angle_rad:
+        return goal, angle
+    return rotvec_to_matrix(turn * (max_angle_rad / angle)) @ rotation, angle
+
+
+def distance_to_boundary_m(position_m: np.ndarray, direction: np.ndarray, config: SafetyConfig) -> float:
+    """Distance (m) from `position_m` (3,) along `direction` (3,) to the first face of the box or the floor
+    (inf when the direction is zero)."""
+    n = float(np.linalg.norm(direction))
+    if n < 1e-12:
+        return np.inf
+    u = np.asarray(direction, float) / n
+    lo = np.array(config.workspace_min_m, float)
+    lo[2] = config.floor_z_m
+    hi = np.asarray(config.workspace_max_m, float)
+    p = np.asarray(position_m, float)
+    out = np.inf
+    for i in range(3):
+        if u[i] > 1e-12:
+            out = min(out, max(hi[i] - p[i], 0.0) / u[i])
+        elif u[i] < -1e-12:
+            out = min(out, max(p[i] - lo[i], 0.0) / -u[i])
+    return out
+
+
+def limit_motion(goal_position_m: np.ndarray, goal_rotation: np.ndarray, previous_position_m: np.ndarray,
+                 previous_rotation: np.ndarray, measured_position_m: np.ndarray, elapsed_s: float,
+                 config: SafetyConfig, measured_rotation: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The command for this control tick: from the previous command towards the goal, no faster than the limits.
+
+    goal_* (3,), (3, 3): where the envelope wants the TCP. previous_* : the last command (the measured pose when
+    there is none). elapsed_s: controller time since that command (credited up to max_command_dt_s; negative or
+    non-finite counts as 0). Returns (position (3,), rotation (3, 3), reasons for every limit that bound).
+    The position also stays within max_lead_m of the measured TCP and inside the box, floor and reach; the
+    rotation within max_lead_rad of `measured_rotation` (3, 3) when given.
+    """
+    c = config
+    dt = float(elapsed_s) if np.isfinite(elapsed_s) else 0.0
+    dt = min(max(dt, 0.0), c.max_command_dt_s)
+    prev_p = np.asarray(previous_position_m, float)
+    reasons = []
+    to_goal = np.asarray(goal_position_m, float) - prev_p
+    speed = min(c.max_speed_m_s, distance_to_boundary_m(prev_p, to_goal, c) / c.approach_time_s)
+    move, scaled = clip_norm(to_goal, speed * dt)
+    if scaled and speed >= c.max_speed_m_s:
+        reasons.append(f"speed: {c.max_speed_m_s} m/s over {dt:.4f} s")
+    position = prev_p + move
+    measured = np.asarray(measured_position_m, float)
+    lead, scaled = clip_norm(position - measured, c.max_lead_m)
+    if scaled:
+        reasons.append(f"command {np.linalg.norm(position - measured):.4f} m ahead of the arm > max_lead_m "
+                       f"{c.max_lead_m:.4f} m")
+        position = measured + lead
+    position, box = clamp_to_workspace(position, c)
+    rotation, angle = rotate_towards(np.asarray(previous_rotation, float), np.asarray(goal_rotation, float),
+                                     c.max_angular_speed_rad_s * dt)
+    if angle > c.max_angular_speed_rad_s * dt:
+        reasons.append(f"angular speed: {c.max_angular_speed_rad_s} rad/s over {dt:.4f} s")
+    if measured_rotation is not None:
+        measured_r = np.asarray(measured_rotation, float)
+        held, ahead = rotate_towards(measured_r, rotation, c.max_lead_rad)
+        if ahead > c.max_lead_rad:
+            reasons.append(f"command {ahead:.4f} rad ahead of the arm > max_lead_rad {c.max_lead_rad:.4f} rad")
+            rotation = held
+    return position, rotation, tuple(reasons + box)
+
+
+class StateMonitor:
+    """Watches the measured TCP (the protective-stop check). Feed it every reading with `check`; it keeps the
+    last monitor_speed_window_s of readings to measure speed. Times are the robot's own clock when the arm
+    reports one (franky: RobotState.time), so controller jitter does not fake or hide speed."""
+
+    def __init__(self, config: SafetyConfig) -> None:
+        self.config = config
+        self._samples: collections.deque = collections.deque()  # (time_s, position (3,), rotation (3, 3))
+        self.peak_speed_m_s = 0.0
+        self.peak_angular_speed_rad_s = 0.0
+        self._fast = 0  # consecutive readings over a speed limit
+
+    def reset(self) -> None:
+        """Forget the readings (e.g. after the arm was stopped and a fresh motion starts)."""
+        self._samples.clear()
+        self._fast = 0
+
+    def speeds(self) -> tuple[float, float] | None:
+        """(m/s, rad/s) over the window, or None while the window is not yet filled."""
+        if len(self._samples) < 2:
+            return None
+        (t0, p0, r0), (t1, p1, r1) = self._samples[0], self._samples[-1]
+        dt = t1 - t0
+        if dt < self.config.monitor_speed_window_s - 1e-9:
+            return None
+        return float(np.linalg.norm(p1 - p0)) / dt, rotation_angle(r1 @ r0.T) / dt
+
+    def check(self, position_m: np.ndarray, rotation: np.ndarray, time_s: float, homing: bool = False) -> str | None:
+        """The breach (value and limit) of one reading, or None. While `homing`, the pose checks are off (the
+        joint motion brings an arm back from wherever a breach left it): only its speed is checked."""
+        c = self.config
+        p = np.asarray(position_m, float)
+        r = np.asarray(rotation, float)
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(r))):
+            return f"measured pose is not finite: {p}"
+        if self._samples and time_s <= self._samples[-1][0]:
+            if time_s < self._samples[-1][0]:  # a clock that runs backwards (a restarted robot or sim): start over
+                self._samples.clear()
+            else:
+                self._samples.pop()  # the same reading time again: keep the newer sample
+        self._samples.append((float(time_s), p, r))
+        while len(self._samples) > 2 and time_s - self._samples[1][0] >= c.monitor_speed_window_s:
+            self._samples.popleft()
+        speeds = self.speeds()
+        if speeds is not None:
+            v, w = speeds
+            self.peak_speed_m_s = max(self.peak_speed_m_s, v)
+            self.peak_angular_speed_rad_s = max(self.peak_angular_speed_rad_s, w)
+            # a single reading over the limit can be a glitch of the reading; a real jump stays in the window
+            self._fast = self._fast + 1 if (v > c.monitor_max_speed_m_s or w > c.monitor_max_angular_speed_rad_s) else 0
+            if self._fast < 2:
+                pass
+            elif v > c.monitor_max_speed_m_s:
+                return (f"measured TCP speed {v:.3f} m/s > {c.monitor_max_speed_m_s:.3f} m/s (monitor_speed_factor "
+                        f"{c.monitor_speed_factor} x max_speed_m_s {c.max_speed_m_s})")
+            elif w > c.monitor_max_angular_speed_rad_s:
+                return (f"measured TCP rotation speed {w:.3f} rad/s > {c.monitor_max_angular_speed_rad_s:.3f} rad/s "
+                        f"(monitor_speed_factor {c.monitor_speed_factor} x max_angular_speed_rad_s "
+                        f"{c.max_angular_speed_rad_s})")
+        if homing:
+            return None
+        why = workspace_breach(p, c, c.monitor_margin_m)
+        if why:
+            return f"measured TCP {why}"
+        if c.max_tilt_rad < np.pi:
+            tilt = tilt_rad(r)
+            if tilt > c.max_tilt_rad + c.monitor_margin_rad:
+                return (f"measured tool tilt {tilt:.3f} rad > max_tilt_rad {c.max_tilt_rad:.3f} rad + margin "
+                        f"{c.monitor_margin_rad:.3f} rad")
+        lo, hi = float(c.yaw_range_rad[0]), float(c.yaw_range_rad[1])
+        if (lo, hi) != (-np.pi, np.pi):
+            heading = tool_heading_rad(r)
+            if heading is not None and _outside_by(heading, lo, hi) > c.monitor_margin_rad:
+                return (f"measured tool heading {heading:.3f} rad outside yaw_range_rad [{lo:.3f}, {hi:.3f}] + margin "
+                        f"{c.monitor_margin_rad:.3f} rad")
+        return None
 
 
 def check_action(action: np.ndarray, action_dim: int = 7) -> str | None:

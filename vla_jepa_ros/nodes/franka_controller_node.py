@@ -173,8 +173,10 @@ class FrankaControllerNode(Node):
                 if result.verdict is not Verdict.ACCEPTED:
                     self.get_logger().warning(f"chunk {msg.sequence} {result.verdict.value}: {result.reason}",
                                               throttle_duration_sec=2.0)
-        recovered = self.controller.report.planner_faults_recovered
+        recovered, stops = self.controller.report.planner_faults_recovered, self.controller.report.protective_stops
         decision = self.controller.tick(now)
+        if self.controller.report.protective_stops > stops:
+            self.get_logger().error(f"{self.controller.report.error}; motion refused until a new task starts")
         if self.controller.report.planner_faults_recovered > recovered:
             self.get_logger().warning(f"task {self.controller.executor.task_id}: "
                                       f"{self.controller.report.last_recovered_error}; recovered, the task goes on "
@@ -280,6 +282,8 @@ class FrankaControllerNode(Node):
             "chunks_stale": ex.stale, "steps_executed": ex.steps_executed, "steps_clipped": r.steps_clipped,
             "last_clip_reason": r.last_clip_reason, "last_reject_reason": ex.last_reason,
             "recoveries": r.recoveries, "planner_faults_recovered": r.planner_faults_recovered,
+            "protective_stop": r.protective_stop, "protective_stops": r.protective_stops,
+            "commands_limited": r.commands_limited, "gripper_toggles_delayed": r.gripper_toggles_delayed,
             "last_recovered_error": r.last_recovered_error, "dry_run": self.controller.config.dry_run,
             **self._verifier.counts(AUTH_KINDS), "auth_last_refusal": self._verifier.explain(),
             "estop_release_refused.bool_false": self._bool_releases_refused, "estop_task": self._estop_task})

@@ -38,6 +38,8 @@ class ArmState:
     dq_rad_s: np.ndarray  # (7,)
     gripper_width_m: float
     in_motion: bool = False
+    time_s: float | None = None  # the robot's own clock at this reading (franky: RobotState.time); None = unknown
+    commanded_position_m: np.ndarray | None = None  # (3,) TCP position the motion generator commands now
 
 
 class Arm(Protocol):
@@ -67,6 +69,11 @@ class Arm(Protocol):
 
     def stop(self) -> None:
         """Stop motion at once (e-stop path)."""
+
+    def set_speed_limits(self, translation_m_s: float, rotation_rad_s: float, joint_rad_s) -> None:
+        """Cap the arm's own trajectory generator: TCP translation (m/s, per axis) and rotation (rad/s) of Cartesian
+        motions, joint speeds (7 values, rad/s) of joint motions. Takes effect at the next motion started while no
+        motion runs (franky may only change limits then); applied again on every connect."""
 
     def set_gripper(self, open_: bool) -> None:
         """Open or close the gripper without blocking arm motion."""

@@ -83,6 +83,9 @@ class FrankyArm:
         self._gripper_open: bool | None = None  # the last state sent to the hand
         self._gripper_wanted: bool | None = None  # the last state asked for
         self._lock = threading.Lock()  # franky's Robot is not documented as thread-safe
+        self._speed_limits: tuple | None = None  # (translation m/s, rotation rad/s, joints (7,) rad/s)
+        self._limits_applied = False
+        self._defaults = None  # franky's own limits (the robot's maxima), read at the first application
 
     @property
     def connected(self) -> bool:
@@ -108,6 +111,43 @@ class FrankyArm:
         except Exception as exc:  # franky raises its own exception types (NetworkException, ...)
             raise ArmFaultError(f"cannot connect to the robot at {self.config.robot_host}: {exc}") from exc
         self._robot, self._gripper = robot, gripper
+        self._defaults = None
+        self._limits_applied = False
+        self._apply_speed_limits()
+
+    def set_speed_limits(self, translation_m_s: float, rotation_rad_s: float, joint_rad_s) -> None:
+        """See Arm.set_speed_limits. franky scales its limits by relative_dynamics_factor, so the value set is
+        limit / factor (capped at the robot's own maximum, which franky holds as the limit's default)."""
+        joints = np.broadcast_to(np.asarray(joint_rad_s, float), (7,)).copy()
+        values = np.concatenate([[translation_m_s, rotation_rad_s], joints])
+        if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+            raise ValueError(f"speed limits must be finite and > 0, got translation_m_s={translation_m_s}, "
+                             f"rotation_rad_s={rotation_rad_s}, joint_rad_s={joints.tolist()}")
+        self._speed_limits = (float(translation_m_s), float(rotation_rad_s), joints)
+        self._limits_applied = False
+        if self._robot is not None:
+            self._apply_speed_limits()
+
+    def _apply_speed_limits(self) -> None:
+        """Write the limits into franky; only possible while no motion runs, so retried before each motion."""
+        if self._speed_limits is None or self._limits_applied or self._robot is None:
+            return
+        r = self._robot
+        if r.is_in_control:
+            return  # a motion runs: franky refuses to change limits now
+        if self._defaults is None:
+            self._defaults = (r.translation_velocity_limit.get(), r.rotation_velocity_limit.get(),
+                              np.array(r.joint_velocity_limit.get(), float))
+        factor = float(r.relative_dynamics_factor.velocity)
+        translation, rotation, joints = self._speed_limits
+        top_t, top_r, top_q = self._defaults
+        try:
+            r.translation_velocity_limit.set(min(translation / factor, top_t))
+            r.rotation_velocity_limit.set(min(rotation / factor, top_r))
+            r.joint_velocity_limit.set(np.minimum(joints / factor, top_q).tolist())
+        except Exception as exc:  # noqa: BLE001  (franky: "cannot be set while the robot is in control")
+            raise ArmFaultError(f"cannot set the arm's speed limits: {exc}") from exc
+        self._limits_applied = True
 
     def close(self, release: bool = True) -> None:
         """Stop the arm, let a running gripper command finish (dropping its future mid-flight crashes the
@@ -134,12 +174,20 @@ class FrankyArm:
 
     @requires_connection
     def state(self) -> ArmState:
+        import franky
+
         with self._lock:
-            rs = self._robot.state
-            pose = self._robot.current_cartesian_state.pose.end_effector_pose
+            rs = self._robot.state  # one reading: pose, joints and the robot's clock belong together
+            # The TCP pose from the measured joints through the robot's own kinematic model. franky-sim's O_T_EE
+            # is not the measured pose: it returns pinocchio's frame placement by reference, which the desired-pose
+            # computation overwrites, so it reports the kinematics of q_d (the IK target) while the arm lags or is
+            # blocked. On a real FR3 both agree.
+            pose = self._robot.model.pose(franky.Frame.EndEffector, rs)
+        commanded = rs.O_T_EE_c
         width = self._gripper_width()
         return ArmState(position_m=np.array(pose.translation, float), rotation=quat_to_matrix(np.array(pose.quaternion)),
-                        q_rad=np.array(rs.q, float), dq_rad_s=np.array(rs.dq, float), gripper_width_m=width)
+                        q_rad=np.array(rs.q, float), dq_rad_s=np.array(rs.dq, float), gripper_width_m=width,
+                        time_s=rs.time.to_sec(), commanded_position_m=np.array(commanded.translation, float))
 
     def _gripper_width(self) -> float:
         """Measured finger width; the last good one when a read fails (a UDP timeout while the hand is busy
@@ -160,6 +208,7 @@ class FrankyArm:
         motion = franky.CartesianMotion(target, franky.ReferenceType.Absolute)
         with self._lock:
             try:
+                self._apply_speed_limits()
                 self._robot.move(motion, asynchronous=True)
             except Exception as exc:
                 raise _fault_type(exc)(f"move_to {np.round(position_m, 4).tolist()} failed: {exc}") from exc
@@ -172,6 +221,7 @@ class FrankyArm:
             try:
                 if not self._robot.poll_motion():  # a JointMotion may not replace a Cartesian one in flight
                     raise ArmFaultError("cannot start a joint motion while another motion runs; stop it first")
+                self._apply_speed_limits()
                 self._robot.move(franky.JointMotion([float(v) for v in q_rad]), asynchronous=True)
             except ArmFaultError:
                 raise
