@@ -46,9 +46,11 @@ def test_a_node_refuses_a_parameter_it_does_not_declare(ros_context):
     from vla_jepa_ros.ros.params import unknown_parameters
 
     node = Node("n", context=ros_context, parameter_overrides=[Parameter("noise_scal", value=0.0),
-                                                                 Parameter("threads", value=1)])
+                                                                 Parameter("threads", value=1),
+                                                                 Parameter("auth_key_file", value="k")])
     node.declare_parameter("noise_scale", 1.0)
     node.declare_parameter("threads", 2)
+    # a graph-wide setting (the key file every signing node reads) is not unknown to a node that does not sign
     assert unknown_parameters(node) == ["'noise_scal' (did you mean 'noise_scale'?)"]
     node.destroy_node()
 

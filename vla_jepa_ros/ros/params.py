@@ -62,6 +62,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+# Settings a graph gives every node at once (`/**` in a params file, `-p '*.NAME=...'`): a node that has no use for
+# one ignores it instead of calling it unknown.
+GRAPH_WIDE_PARAMETERS = ("use_sim_time", "auth_key_file")
+
+
 def unknown_parameters(node: Node) -> list[str]:
     """Parameters given to `node` (params files, -p overrides) that it never declared: misspellings, or settings
     of another node. rclpy ignores them silently; `run_node` refuses to start instead. Each entry names the
@@ -72,7 +77,7 @@ def unknown_parameters(node: Node) -> list[str]:
     given = node._parameter_overrides  # noqa: SLF001 (nor of the overrides it was started with)
     found = []
     for name in sorted(given):
-        if node.has_parameter(name):
+        if node.has_parameter(name) or name in GRAPH_WIDE_PARAMETERS:
             continue
         close = difflib.get_close_matches(name, declared, n=1, cutoff=0.75)
         found.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
