@@ -371,7 +371,7 @@ def _libero_collect(argv: list[str]) -> int:
     p.add_argument("--first-init-state", type=NON_NEGATIVE, default=0, help="first init state (keep eval ones held out)")
     p.add_argument("--image-px", type=IMAGE_PX, default=128, help="stored frame size (upright, INTER_AREA)")
     p.add_argument("--camera-px", type=IMAGE_PX, default=256, help="render size before the resize")
-    p.add_argument("--workers", type=COUNT, default=1, help="parallel processes")
+    p.add_argument("--workers", type=NON_NEGATIVE, default=1, help="parallel processes (0: in this process)")
     p.add_argument("--lerobot", default=None, help="also write a LeRobot v3.0 dataset here")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
