@@ -47,7 +47,7 @@ def test_two_640x480_cameras_at_30_hz_reach_policy_and_recorder_whole(tmp_path):
         "recorder": {"output_dir": str(out), "topics": topics, "diagnostics_period_s": 0.5,
                      "min_free_disk_mb": 256.0},
     }
-    with Bringup("franka", nodes=["task_manager", "policy", "recorder"], extra_params=params,
+    with Bringup("franka", nodes=["task_manager", "policy", "recorder"], extra_params=params, ephemeral_key=True,
                  log_dir=tmp_path / "logs") as bringup:
         client = RosClient("test_camera_transport")
         try:
