@@ -55,6 +55,9 @@ def graph(tmp_path_factory):
     with Bringup("sim", nodes=("task_manager", "sim", "policy", "franka_controller"), extra_params=params, env=env,
                  log_dir=tmp_path_factory.mktemp("auth_graph_logs")) as b:
         client = RosClient("auth_attacker")
+        # the task manager answers only once its start-up check for another task manager is over: a forged status
+        # sent before that would make it refuse to start (a second task manager), not test the stack's defence
+        client.call(Trigger, "/vla/stop", Trigger.Request(), timeout_s=60)
         client.subscribe("/franka/state", RobotState, RELIABLE_QOS)
         client.subscribe("/franka/ee_pose", PoseStamped, RELIABLE_QOS)
         client.subscribe("/vla/action_chunk", ActionChunk, RELIABLE_QOS)
